@@ -1,0 +1,45 @@
+# sgns-spark: `make run` runs the whole pipeline on the embedded corpus, `make test` the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+CONFIG ?= conf/default.toml
+OUT ?= runs/demo
+CORPUS ?=
+ARGS ?=
+DEMO_TOKENS ?= 2000000
+DEMO_WORDS ?= paris,king,walked,three,queen
+DEMO := $(OUT)/demo-corpus
+
+.PHONY: setup run test lint bench bench-report package clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+ifeq ($(CORPUS),)
+run: setup
+	$(PY) -m sgns_spark.synthetic --out $(DEMO)/corpus.txt --questions $(DEMO)/questions.txt \
+		--tokens $(DEMO_TOKENS)
+	$(PY) jobs/pipeline.py --root $(OUT) --config $(CONFIG) --input $(DEMO)/corpus.txt \
+		--set evaluate.analogy_path=$(DEMO)/questions.txt \
+		--set evaluate.neighbour_words=$(DEMO_WORDS) $(ARGS)
+else
+run: setup
+	$(PY) jobs/pipeline.py --root $(OUT) --config $(CONFIG) --input $(CORPUS) $(ARGS)
+endif
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check sgns_spark jobs tests bench
+
+clean:
+	rm -rf runs bench-results .pytest_cache

@@ -1,0 +1,65 @@
+"""Arrow helpers shared by the executor-side functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StructType
+
+
+def spark_schema(schema: pa.Schema) -> StructType:
+    """The Spark schema of an Arrow schema, for mapInArrow and applyInArrow."""
+    return from_arrow_schema(schema)
+
+
+def list_lengths(lists: pa.ListArray) -> np.ndarray:
+    """``(rows,) int64``: the length of each list in `lists`."""
+    return np.diff(np.asarray(lists.offsets)).astype(np.int64)
+
+
+def lists_from_lengths(lengths: np.ndarray, values: pa.Array) -> pa.ListArray:
+    """Build a ListArray whose consecutive lists take `lengths` items each from `values`."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def matrix_to_lists(matrix: np.ndarray) -> pa.ListArray:
+    """``(rows, dim) float32`` as a list<float> array of rows (Spark's array<float>)."""
+    rows, dim = matrix.shape
+    offsets = np.arange(0, rows * dim + 1, dim, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1), pa.float32()))
+
+
+def lists_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A list<float> column of equal-length rows as a writable ``(rows, dim) float32`` matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return np.array(values, dtype=np.float32).reshape(-1, dim)
+
+
+def grouped_function(function: Callable[..., pa.Table], **bound) -> Callable[[pa.Table], pa.Table]:
+    """`function` with keyword arguments bound, typed as PySpark's applyInArrow expects.
+
+    PySpark infers the kind of an Arrow UDF from its type hints, which a functools.partial
+    lacks.
+    """
+
+    def apply(table: pa.Table) -> pa.Table:
+        return function(table, **bound)
+
+    return apply
+
+
+def cogrouped_function(
+    function: Callable[..., pa.Table], **bound
+) -> Callable[[pa.Table, pa.Table], pa.Table]:
+    """Like `grouped_function`, for cogroup's applyInArrow (two tables in, one out)."""
+
+    def apply(left: pa.Table, right: pa.Table) -> pa.Table:
+        return function(left, right, **bound)
+
+    return apply

@@ -1,0 +1,45 @@
+"""Build the SparkSession every job runs in, from the [spark] settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from sgns_spark.config import Config
+
+LOCAL_MASTER = "local[*]"
+
+
+def build_session(config: Config, stage: str) -> SparkSession:
+    """Return a SparkSession named after the job stage.
+
+    Under spark-submit the master and resources come from spark-submit; run with plain
+    ``python`` the session starts a local JVM, and its Python workers use this interpreter.
+
+    Parameters
+    ----------
+    config : Config
+    stage : str
+        The job's stage name, appended to ``spark.app_name``.
+    """
+    settings = config.spark
+    launched_by_spark_submit = "SPARK_SUBMIT" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
+    builder = SparkSession.builder.appName(f"{settings.app_name}-{stage}")
+    if settings.master:
+        builder = builder.master(settings.master)
+    elif not launched_by_spark_submit:
+        builder = builder.master(LOCAL_MASTER)
+    if not launched_by_spark_submit:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.driver.memory", settings.driver_memory)
+    builder = (
+        builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))
+        .config("spark.sql.adaptive.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(settings.log_level)
+    return spark

@@ -1,0 +1,175 @@
+"""Executor side of a training round: one shard's sentences, its parameter rows, local SGD.
+
+Pure functions of Arrow tables and a `RoundPlan`. A shard first names the rows it needs
+(`needed_rows`), receives exactly those through a Spark join, trains on them
+(`train_shard`), and emits every row it touched with its touch counts, plus one statistics
+row with id `STATISTICS_ROW_ID`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sgns_spark.arrow import list_lengths, lists_to_matrix, matrix_to_lists
+from sgns_spark.config import TrainSettings
+from sgns_spark.kernel import sgns_step
+from sgns_spark.sampling import (
+    NoiseSampler,
+    ShardSamples,
+    context_positions,
+    draw_shard_samples,
+    shard_generators,
+)
+
+STATISTICS_ROW_ID = -1
+NEEDED_SCHEMA = pa.schema([("shard_key", pa.int32()), ("shard", pa.int32()), ("id", pa.int32())])
+UPDATE_SCHEMA = pa.schema([
+    ("id", pa.int32()),
+    ("w_in", pa.list_(pa.float32())),
+    ("touch_in", pa.int64()),
+    ("w_out", pa.list_(pa.float32())),
+    ("touch_out", pa.int64()),
+    ("loss", pa.float64()),  # statistics row only: summed pair loss, NaN if parameters blew up
+    ("pairs", pa.int64()),  # statistics row only
+    ("words", pa.int64()),  # statistics row only: raw tokens of the shard's slice
+])
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What every shard of one round needs to know, shipped to executors by value.
+
+    ``keep_probability`` and ``noise_weights`` are Spark broadcasts of ``(vocab,) float64``
+    arrays; ``words_before`` and ``words_total`` place this round on the global learning-rate
+    schedule (raw tokens, over all epochs).
+    """
+
+    settings: TrainSettings
+    epoch: int
+    round_index: int
+    keep_probability: object
+    noise_weights: object
+    words_before: float
+    words_in_round: float
+    words_total: float
+
+    def learning_rate(self, fraction_done: float) -> float:
+        """Linear decay on the global word count, floored at start x min ratio (word2vec.c)."""
+        progress = (self.words_before + fraction_done * self.words_in_round) / self.words_total
+        ratio = max(self.settings.min_learning_rate_ratio, 1.0 - progress)
+        return self.settings.learning_rate * ratio
+
+
+def shard_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's tokens in sentence-key order (never arrival order), and each token's sentence.
+
+    Returns ``(tokens,) int32`` word ids and ``(tokens,) int64`` sentence indices.
+    """
+    order = np.argsort(sentences.column("sentence_key").to_numpy(), kind="stable")
+    ids_column = sentences.column("ids").combine_chunks().take(pa.array(order))
+    lengths = list_lengths(ids_column)  # (sentences,)
+    word_ids = ids_column.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    return word_ids, np.repeat(np.arange(lengths.size), lengths)
+
+
+def shard_samples(sentences: pa.Table, plan: RoundPlan) -> tuple[ShardSamples, int, int]:
+    """The shard's draws for this round, its shard number and its raw token count."""
+    shard = int(sentences.column("shard")[0].as_py())
+    word_ids, sentence_index = shard_tokens(sentences)
+    settings = plan.settings
+    samples = draw_shard_samples(
+        word_ids, sentence_index, plan.keep_probability.value,
+        NoiseSampler(plan.noise_weights.value), settings.window, settings.negative,
+        shard_generators(settings.seed, plan.epoch, plan.round_index, shard),
+    )
+    return samples, shard, word_ids.size
+
+
+def needed_rows(sentences: pa.Table, plan: RoundPlan) -> pa.Table:
+    """Executor side: the ids whose rows the shard will read or write this round."""
+    samples, shard, _ = shard_samples(sentences, plan)
+    ids = np.unique(np.concatenate([samples.word_ids, samples.noise_ids.reshape(-1)]))
+    shard_key = sentences.column("shard_key")[0].as_py()
+    return pa.table(
+        {"shard_key": pa.array(np.full(ids.size, shard_key, dtype=np.int32)),
+         "shard": pa.array(np.full(ids.size, shard, dtype=np.int32)),
+         "id": pa.array(ids.astype(np.int32))},
+        schema=NEEDED_SCHEMA,
+    )
+
+
+def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
+    """Executor side: local SGD over the shard's slice; emit touched rows and statistics.
+
+    Parameters
+    ----------
+    sentences : pyarrow.Table
+        ``shard int, sentence_key long, ids array<int>``, the shard's slice of this round.
+    rows : pyarrow.Table
+        ``shard int, id int, w_in array<float>, w_out array<float>``: exactly the rows of
+        `needed_rows`.
+    plan : RoundPlan
+    """
+    samples, _, raw_tokens = shard_samples(sentences, plan)
+    dim = plan.settings.dim
+    local_ids = rows.column("id").to_numpy().astype(np.int64)  # (local,)
+    order = np.argsort(local_ids)
+    local_ids = local_ids[order]
+    input_vectors = lists_to_matrix(rows.column("w_in"), dim)[order]  # (local, dim) float32
+    output_vectors = lists_to_matrix(rows.column("w_out"), dim)[order]  # (local, dim) float32
+    center_rows = np.searchsorted(local_ids, samples.word_ids)  # (kept,) local row per token
+    noise_rows = np.searchsorted(local_ids, samples.noise_ids)  # (kept, negative)
+    touch_in = np.zeros(local_ids.size, dtype=np.int64)
+    touch_out = np.zeros(local_ids.size, dtype=np.int64)
+    loss, pairs = 0.0, 0
+    batch = plan.settings.batch_centers
+    for start in range(0, center_rows.size, batch):
+        stop = min(start + batch, center_rows.size)
+        positions = context_positions(
+            samples.sentence_index, samples.reduced_window, plan.settings.window, start, stop
+        )  # (batch, 2 window)
+        context_rows = np.where(positions >= 0, center_rows[positions], -1)
+        output_rows = np.concatenate([center_rows[start:stop, None], noise_rows[start:stop]], axis=1)
+        fraction_done = samples.token_position[start] / max(raw_tokens, 1)
+        batch_loss, batch_pairs = sgns_step(
+            input_vectors, output_vectors, context_rows, output_rows,
+            plan.learning_rate(fraction_done),
+        )
+        loss += batch_loss
+        pairs += batch_pairs
+        touch_in += np.bincount(context_rows[context_rows >= 0], minlength=local_ids.size)
+        contexts_per_center = (context_rows >= 0).sum(axis=1)  # (batch,)
+        touch_out += np.bincount(
+            output_rows.reshape(-1), weights=np.repeat(contexts_per_center, output_rows.shape[1]),
+            minlength=local_ids.size,
+        ).astype(np.int64)
+    if not (np.isfinite(input_vectors).all() and np.isfinite(output_vectors).all()):
+        loss = float("nan")
+    return updates_table(local_ids, input_vectors, touch_in, output_vectors, touch_out,
+                         loss, pairs, raw_tokens)
+
+
+def updates_table(
+    ids, input_vectors, touch_in, output_vectors, touch_out, loss: float, pairs: int, words: int
+) -> pa.Table:
+    """The touched rows, then one statistics row."""
+    touched = (touch_in > 0) | (touch_out > 0)
+    count = int(touched.sum())
+    dim = input_vectors.shape[1]
+    empty_vector = np.zeros((1, dim), dtype=np.float32)
+    return pa.table(
+        {
+            "id": pa.array(np.append(ids[touched], STATISTICS_ROW_ID).astype(np.int32)),
+            "w_in": matrix_to_lists(np.concatenate([input_vectors[touched], empty_vector])),
+            "touch_in": pa.array(np.append(touch_in[touched], 0)),
+            "w_out": matrix_to_lists(np.concatenate([output_vectors[touched], empty_vector])),
+            "touch_out": pa.array(np.append(touch_out[touched], 0)),
+            "loss": pa.array(np.append(np.zeros(count), loss)),
+            "pairs": pa.array(np.append(np.zeros(count, dtype=np.int64), pairs)),
+            "words": pa.array(np.append(np.zeros(count, dtype=np.int64), words)),
+        },
+        schema=UPDATE_SCHEMA,
+    )

@@ -1,0 +1,166 @@
+"""The pipeline's stages as the driver runs them: skip what is done, stage, publish, report.
+
+Every stage writes its outputs below ``<root>/_staging`` and renames them into place only
+when they are complete; its run report ``<root>/reports/<stage>.json`` is written last and
+marks the stage done. A re-run with the same settings skips a done stage; a re-run with
+different settings is refused rather than silently mixing two runs.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sgns_spark.config import Config
+from sgns_spark.errors import UserError
+from sgns_spark.storage import Storage
+from sgns_spark.tokenize import count_words, read_sentences
+from sgns_spark.vocab import build_vocab, encode_corpus
+
+VOCAB_DIRECTORY = "vocab"
+CORPUS_DIRECTORY = "corpus"
+REPORTS_DIRECTORY = "reports"
+KIB_PER_MIB = 1024
+
+
+@dataclass
+class StageReport:
+    """What one stage did: its counts, step timings and the settings it ran with."""
+
+    stage: str
+    settings: dict[str, Any]
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    step_started: float = field(default_factory=time.perf_counter)
+
+    def step(self, name: str) -> None:
+        """Record the seconds since the previous step under `name`."""
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.step_started, 3)
+        self.step_started = now
+
+    def document(self) -> dict[str, Any]:
+        """Return the JSON document written to ``reports/<stage>.json``."""
+        return {
+            "stage": self.stage,
+            "settings": self.settings,
+            "counts": self.counts,
+            "seconds": {**self.seconds, "total": round(time.perf_counter() - self.started, 3)},
+            "driver_peak_rss_mib": round(peak_rss_mib(), 1),
+        }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this (driver) Python process, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
+
+
+def report_path(stage: str) -> str:
+    """Relative path of a stage's run report."""
+    return f"{REPORTS_DIRECTORY}/{stage}.json"
+
+
+def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> dict | None:
+    """Return the report of a done stage with these settings, None if not done.
+
+    Raises
+    ------
+    UserError
+        When the stage is done under other settings.
+    """
+    if not storage.exists(report_path(stage)):
+        return None
+    report = storage.read_json(report_path(stage))
+    if report["settings"] != settings:
+        changed = sorted(key for key in settings if report["settings"].get(key) != settings[key])
+        raise UserError(
+            f"run root {storage.root} holds a {stage} stage built with other settings "
+            f"({', '.join(changed)}); use a new output root (OUT=, --root) or delete it"
+        )
+    return report
+
+
+def publish(storage: Storage, staged: str, destination: str) -> None:
+    """Replace `destination` by the complete directory `staged`."""
+    storage.delete(destination)
+    storage.move(staged, destination)
+
+
+def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storage: Storage) -> dict:
+    """Tokenize and count the corpus; write the vocabulary and the encoded corpus.
+
+    Returns
+    -------
+    dict
+        The stage's run report.
+    """
+    settings = {"input": input_path, **{f"corpus.{k}": v for k, v in config.section_dict("corpus").items()},
+                **{f"vocab.{k}": v for k, v in config.section_dict("vocab").items()}}
+    done = completed_report(storage, "vocab", settings)
+    if done is not None:
+        print(f"[vocab] already done in {storage.root}; skipping", flush=True)
+        return done
+    report = StageReport("vocab", settings)
+    sentences = read_sentences(spark, input_path, config.corpus).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        totals = sentences.agg(
+            F.sum("input_bytes").alias("input_bytes"),
+            F.sum("invalid_bytes").alias("invalid_bytes"),
+            F.sum(F.size("tokens")).alias("tokens"),
+        ).first()
+        report.step("tokenize")
+        check_corpus_text(input_path, totals, config)
+        vocab = build_vocab(count_words(sentences), config.vocab).persist()
+        vocab_totals = vocab.agg(F.count("*").alias("words"), F.sum("count").alias("tokens")).first()
+        if not vocab_totals["words"]:
+            raise UserError(
+                f"every word of {input_path} occurs fewer than vocab.min_count = "
+                f"{config.vocab.min_count} times; lower vocab.min_count"
+            )
+        report.step("count")
+        staged_vocab = storage.staging_path(VOCAB_DIRECTORY)
+        staged_corpus = storage.staging_path(CORPUS_DIRECTORY)
+        vocab.orderBy("id").coalesce(1).write.parquet(storage.path(staged_vocab))
+        words = vocab.orderBy("id").select("word").toArrow().column("word").to_pylist()
+        encoded = encode_corpus(sentences, words, config.spark.shuffle_partitions)
+        encoded.write.parquet(storage.path(staged_corpus))
+        report.step("encode")
+        publish(storage, staged_vocab, VOCAB_DIRECTORY)
+        publish(storage, staged_corpus, CORPUS_DIRECTORY)
+    finally:
+        sentences.unpersist()
+    report.counts = {
+        "input_bytes": totals["input_bytes"],
+        "invalid_utf8_bytes": totals["invalid_bytes"],
+        "corpus_tokens": totals["tokens"],
+        "vocab_size": vocab_totals["words"],
+        "retained_tokens": vocab_totals["tokens"],
+    }
+    document = report.document()
+    storage.write_json(report_path("vocab"), document)
+    return document
+
+
+def check_corpus_text(input_path: str, totals, config: Config) -> None:
+    """Refuse an empty corpus, one that is not text, or one with no tokens."""
+    input_bytes = totals["input_bytes"] or 0
+    if input_bytes == 0:
+        raise UserError(f"input corpus {input_path} is empty; point CORPUS= (--input) at text")
+    invalid_fraction = (totals["invalid_bytes"] or 0) / input_bytes
+    if invalid_fraction > config.corpus.max_invalid_utf8_fraction:
+        raise UserError(
+            f"input corpus {input_path} is not UTF-8 text: {invalid_fraction:.1%} of its bytes "
+            f"are invalid; convert it, or raise corpus.max_invalid_utf8_fraction"
+        )
+    if not totals["tokens"]:
+        raise UserError(
+            f"input corpus {input_path} has no tokens under corpus.split_pattern = "
+            f"{config.corpus.split_pattern!r}; change the pattern"
+        )

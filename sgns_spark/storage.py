@@ -1,0 +1,94 @@
+"""Files under the run root, on any Hadoop filesystem (local, hdfs://, s3a://, ...).
+
+Small text files (markers, reports, manifests) and directory moves go through the JVM's
+Hadoop FileSystem, so the same code serves every URI Spark can read.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+STAGING_DIRECTORY = "_staging"
+
+
+class Storage:
+    """Paths and atomic file operations below one run root.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    root : str
+        A local path or Hadoop URI; every relative path is taken below it.
+    """
+
+    def __init__(self, spark: SparkSession, root: str):
+        self.root = root.rstrip("/")
+        jvm = spark.sparkContext._jvm
+        self._jvm = jvm
+        root_path = jvm.org.apache.hadoop.fs.Path(self.root)
+        self._filesystem = root_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self.root = self._filesystem.makeQualified(root_path).toString()
+
+    def path(self, *parts: str) -> str:
+        """Return the URI of `parts` below the root."""
+        return "/".join([self.root, *parts])
+
+    def _hadoop_path(self, relative: str):
+        return self._jvm.org.apache.hadoop.fs.Path(self.path(relative))
+
+    def exists(self, relative: str) -> bool:
+        """Return whether `relative` exists below the root."""
+        return bool(self._filesystem.exists(self._hadoop_path(relative)))
+
+    def delete(self, relative: str) -> None:
+        """Delete a file or directory below the root, if present."""
+        self._filesystem.delete(self._hadoop_path(relative), True)
+
+    def list_names(self, relative: str) -> list[str]:
+        """Return the names directly inside directory `relative` (empty if it is absent)."""
+        if not self.exists(relative):
+            return []
+        return sorted(status.getPath().getName()
+                      for status in self._filesystem.listStatus(self._hadoop_path(relative)))
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Write `text` to `relative` atomically: to a hidden sibling, then renamed over it."""
+        temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
+        stream = self._filesystem.create(self._hadoop_path(temporary), True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        self.delete(relative)
+        self.move(temporary, relative)
+
+    def read_text(self, relative: str) -> str:
+        """Return the UTF-8 text of file `relative`."""
+        stream = self._filesystem.open(self._hadoop_path(relative))
+        try:
+            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+
+    def write_json(self, relative: str, document: dict[str, Any]) -> None:
+        """Write `document` as indented JSON to `relative`, atomically."""
+        self.write_text(relative, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self, relative: str) -> dict[str, Any]:
+        """Return the JSON document in file `relative`."""
+        return json.loads(self.read_text(relative))
+
+    def move(self, source: str, destination: str) -> None:
+        """Rename `source` to `destination` (atomic on HDFS and local disks)."""
+        destination_path = self._hadoop_path(destination)
+        self._filesystem.mkdirs(destination_path.getParent())
+        if not self._filesystem.rename(self._hadoop_path(source), destination_path):
+            raise OSError(f"could not rename {self.path(source)} to {self.path(destination)}")
+
+    def staging_path(self, name: str) -> str:
+        """Return a fresh relative path under the staging directory for output `name`."""
+        return f"{STAGING_DIRECTORY}/{name}-{uuid.uuid4().hex}"

@@ -1,0 +1,222 @@
+"""Raw text to sentences of tokens, and word counts, on Spark.
+
+Spark reads the text with a space as its record separator, so even a corpus that is one
+100 MB line (text8) streams as small records through many splits. Each partition's records
+are rebuilt into text per Arrow batch, decoded with replacement, normalised, split by an RE2
+pattern and cut into sentences of at most ``max_sentence_length`` tokens. A line longer than
+a batch continues across batches: only newlines, the length cap and partition ends cut it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark import TaskContext
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sgns_spark.arrow import list_lengths, lists_from_lengths, spark_schema
+from sgns_spark.config import CorpusSettings
+from sgns_spark.errors import UserError
+
+RECORD_SEPARATOR = " "
+SPACE_BYTE = ord(RECORD_SEPARATOR)
+REPLACEMENT_CHARACTER = "\ufffd"
+REPLACEMENT_CHARACTER_UTF8 = REPLACEMENT_CHARACTER.encode("utf-8")
+PARTITION_KEY_SHIFT = 32  # sentence_key = partition << 32 | sentence number in partition
+SENTENCE_SCHEMA = pa.schema([
+    ("sentence_key", pa.int64()),
+    ("tokens", pa.list_(pa.string())),
+    ("invalid_bytes", pa.int64()),  # batch statistics, carried on one sentence of the batch
+    ("input_bytes", pa.int64()),
+])
+WORD_COUNT_SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])
+
+
+def read_sentences(spark: SparkSession, input_path: str, settings: CorpusSettings) -> DataFrame:
+    """Read text files (plain or gzip, any Hadoop URI) as sentences of normalised tokens.
+
+    Parameters
+    ----------
+    spark : SparkSession
+    input_path : str
+        A file, directory or glob that Spark's text source accepts.
+    settings : CorpusSettings
+
+    Returns
+    -------
+    DataFrame
+        ``sentence_key long, tokens array<string>, invalid_bytes long, input_bytes long``;
+        summing the last two columns gives the corpus's undecodable and total bytes.
+    """
+    try:
+        records = spark.read.option("lineSep", RECORD_SEPARATOR).text(input_path)
+    except Exception as error:  # Spark raises AnalysisException subclasses for missing paths
+        if "PATH_NOT_FOUND" in str(error) or "does not exist" in str(error):
+            raise UserError(
+                f"input corpus {input_path} does not exist; set CORPUS= (make) or --input"
+            ) from None
+        raise
+    pieces = records.select(F.col("value").cast("binary").alias("piece"))
+    return pieces.mapInArrow(
+        functools.partial(tokenize_partition, settings=settings), spark_schema(SENTENCE_SCHEMA)
+    )
+
+
+def tokenize_partition(
+    batches: Iterator[pa.RecordBatch], settings: CorpusSettings
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: turn one partition's space-separated records into sentences."""
+    context = TaskContext.get()
+    partition = context.partitionId() if context is not None else 0
+    builder = SentenceBuilder(partition, settings.max_sentence_length)
+    for batch in batches:
+        pieces = batch.column(0)
+        raw = join_pieces(pieces)  # (bytes,) uint8
+        text = raw.tobytes().decode("utf-8", errors="replace")
+        invalid = text.count(REPLACEMENT_CHARACTER) - raw.tobytes().count(REPLACEMENT_CHARACTER_UTF8)
+        tokens, line_lengths = split_text(text, settings)
+        yield builder.add(tokens, line_lengths, invalid_bytes=invalid, input_bytes=raw.size)
+    yield builder.finish()
+
+
+def join_pieces(pieces: pa.BinaryArray) -> np.ndarray:
+    """Rebuild the text of consecutive records, each followed by the separator it lost.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(total bytes + records,) uint8``.
+    """
+    count = len(pieces)
+    offsets = np.frombuffer(pieces.buffers()[1], dtype=np.int32)[
+        pieces.offset : pieces.offset + count + 1
+    ]  # (count + 1,)
+    data = np.frombuffer(pieces.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    piece_of_byte = np.repeat(np.arange(count), np.diff(offsets))  # (bytes,)
+    joined = np.full(data.size + count, SPACE_BYTE, dtype=np.uint8)
+    joined[np.arange(data.size) + piece_of_byte] = data
+    return joined
+
+
+def split_text(text: str, settings: CorpusSettings) -> tuple[pa.Array, np.ndarray]:
+    """Normalise `text` and split it into tokens, line by line.
+
+    Returns
+    -------
+    tokens : pyarrow.StringArray
+        Every non-empty token in order.
+    line_lengths : numpy.ndarray
+        ``(lines,) int64``: tokens per newline-separated line.
+    """
+    lines = pa.array(text.split("\n"), type=pa.string())
+    if settings.unicode_normalization != "none":
+        lines = pc.utf8_normalize(lines, form=settings.unicode_normalization)
+    if settings.lowercase:
+        lines = pc.utf8_lower(lines)
+    split = pc.split_pattern_regex(lines, pattern=settings.split_pattern)
+    values = split.flatten()
+    nonempty = np.asarray(pc.greater(pc.binary_length(values), 0), dtype=bool)
+    line_of_value = np.repeat(np.arange(len(lines)), list_lengths(split))
+    line_lengths = np.bincount(line_of_value[nonempty], minlength=len(lines))
+    return values.filter(pa.array(nonempty)), line_lengths
+
+
+def sentence_lengths(line_lengths: np.ndarray, max_length: int) -> np.ndarray:
+    """Cut lines of the given token counts into sentences of at most `max_length` tokens.
+
+    Empty lines give no sentence. Returns ``(sentences,) int64`` lengths, in line order.
+    """
+    full_chunks = line_lengths // max_length
+    remainders = line_lengths % max_length
+    chunks_per_line = full_chunks + (remainders > 0)
+    lengths = np.full(int(chunks_per_line.sum()), max_length, dtype=np.int64)
+    last_chunk = np.cumsum(chunks_per_line) - 1  # (lines,) index of each line's last chunk
+    has_remainder = remainders > 0
+    lengths[last_chunk[has_remainder]] = remainders[has_remainder]
+    return lengths
+
+
+class SentenceBuilder:
+    """Executor-side state of one partition: the unfinished last line and pending statistics.
+
+    Parameters
+    ----------
+    partition : int
+        The Spark partition index, the high bits of every sentence key.
+    max_length : int
+        Tokens per sentence at most.
+    """
+
+    def __init__(self, partition: int, max_length: int):
+        self.max_length = max_length
+        self.next_key = partition << PARTITION_KEY_SHIFT
+        self.carry = pa.array([], type=pa.string())
+        self.pending_invalid = 0
+        self.pending_bytes = 0
+
+    def add(
+        self, tokens: pa.Array, line_lengths: np.ndarray, invalid_bytes: int, input_bytes: int
+    ) -> pa.RecordBatch:
+        """Take one batch's tokens; return the sentences it completes."""
+        tokens = pa.concat_arrays([self.carry, tokens])
+        line_lengths = line_lengths.copy()
+        line_lengths[0] += len(self.carry)
+        carried = int(line_lengths[-1] % self.max_length)  # the last line may go on
+        line_lengths[-1] -= carried
+        self.carry = tokens.slice(len(tokens) - carried)
+        self.pending_invalid += invalid_bytes
+        self.pending_bytes += input_bytes
+        return self._emit(tokens.slice(0, len(tokens) - carried), line_lengths)
+
+    def finish(self) -> pa.RecordBatch:
+        """Return the partition's last sentence and any statistics not yet emitted."""
+        batch = self._emit(self.carry, np.array([len(self.carry)]))
+        if batch.num_rows == 0 and (self.pending_invalid or self.pending_bytes):
+            return self._batch([0], pa.array([], type=pa.string()))
+        return batch
+
+    def _emit(self, tokens: pa.Array, line_lengths: np.ndarray) -> pa.RecordBatch:
+        return self._batch(sentence_lengths(line_lengths, self.max_length), tokens)
+
+    def _batch(self, lengths, tokens: pa.Array) -> pa.RecordBatch:
+        count = len(lengths)
+        keys = np.arange(self.next_key, self.next_key + count, dtype=np.int64)
+        self.next_key += count
+        invalid = np.zeros(count, dtype=np.int64)
+        input_bytes = np.zeros(count, dtype=np.int64)
+        if count:
+            invalid[0], input_bytes[0] = self.pending_invalid, self.pending_bytes
+            self.pending_invalid = self.pending_bytes = 0
+        return pa.RecordBatch.from_arrays(
+            [pa.array(keys), lists_from_lengths(lengths, tokens),
+             pa.array(invalid), pa.array(input_bytes)],
+            schema=SENTENCE_SCHEMA,
+        )
+
+
+def count_words(sentences: DataFrame) -> DataFrame:
+    """Return ``word string, count long`` over all tokens of `sentences`.
+
+    Each Arrow batch is counted in C++ (``value_counts``) before Spark sums the partial counts.
+    """
+    return (
+        sentences.select("tokens")
+        .mapInArrow(count_batches, spark_schema(WORD_COUNT_SCHEMA))
+        .groupBy("word")
+        .agg(F.sum("count").alias("count"))
+    )
+
+
+def count_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side: partial word counts of each batch of sentences."""
+    for batch in batches:
+        counts = pc.value_counts(batch.column(0).flatten())
+        yield pa.RecordBatch.from_arrays(
+            [counts.field("values"), pc.cast(counts.field("counts"), pa.int64())],
+            schema=WORD_COUNT_SCHEMA,
+        )
