@@ -12,12 +12,15 @@ context against the *output* rows of the center (label 1) and of k noise words (
 
 Following HogBatch (Ji et al., 2016), the k noise words are drawn once per center and shared
 by all its contexts, so each center's scores are one small matrix product
-``(contexts, dim) x (dim, 1 + k)``. Gradients of rows repeated in a batch are summed.
+``(contexts, dim) x (dim, 1 + k)``. A minibatch is a run of consecutive centers: their
+contexts are windows over one gathered block of rows (a strided view, not a copy), and
+gradients of repeated rows are summed.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
@@ -26,50 +29,64 @@ LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
 def sgns_step(
     input_vectors: np.ndarray,
     output_vectors: np.ndarray,
-    context_rows: np.ndarray,
+    window_rows: np.ndarray,
+    context_mask: np.ndarray,
     output_rows: np.ndarray,
     learning_rate: float,
-) -> tuple[float, int]:
-    """Apply one SGD step in place and return the batch's summed loss and its pair count.
+    input_scale: np.ndarray,
+    output_scale: np.ndarray,
+) -> float:
+    """Apply one SGD step in place; return the batch's summed loss before the update.
+
+    With ``W`` the window and ``B`` the batch of consecutive centers ``0..B-1`` (positions
+    relative to the batch), slot ``j`` of center ``i`` is position ``i + j - W``.
 
     Parameters
     ----------
     input_vectors : numpy.ndarray
-        ``(rows, dim) float32``, updated in place.
+        ``(rows, dim) float32`` v, updated in place.
     output_vectors : numpy.ndarray
-        ``(rows, dim) float32``, updated in place.
-    context_rows : numpy.ndarray
-        ``(centers, slots) int64`` rows of the context words of each center; -1 pads a slot.
+        ``(rows, dim) float32`` v', updated in place.
+    window_rows : numpy.ndarray
+        ``(B + 2W,) int64`` row of each position ``-W .. B+W-1``; any row where no center
+        uses the position as a context.
+    context_mask : numpy.ndarray
+        ``(B, 2W + 1) bool``: slot j of center i is one of its contexts (never the center).
     output_rows : numpy.ndarray
-        ``(centers, 1 + negative) int64``: column 0 the center's row, then its noise rows.
+        ``(B, 1 + k) int64``: column 0 the center's row, then its noise rows.
     learning_rate : float
+    input_scale, output_scale : numpy.ndarray
+        ``(rows,) float32`` factor on the step of each row of v and v' (1 = plain SGD).
 
     Returns
     -------
-    loss : float
-        Sum over the batch's (center, context) pairs of the loss above, before the update.
-    pairs : int
-        Number of (center, context) pairs in the batch.
+    float
+        Sum over the batch's (center, context) pairs of the loss above.
     """
+    batch, slots = context_mask.shape
     dim = input_vectors.shape[1]
-    present = context_rows >= 0  # (centers, slots) bool
-    safe_context_rows = np.where(present, context_rows, 0)  # (centers, slots)
-    contexts = input_vectors[safe_context_rows]  # (centers, slots, dim) float32
-    outputs = output_vectors[output_rows]  # (centers, 1 + k, dim) float32
-    scores = np.matmul(contexts, outputs.transpose(0, 2, 1))  # (centers, slots, 1 + k)
+    window_block = input_vectors[window_rows]  # (B + 2W, dim) float32
+    contexts = sliding_window_view(window_block, slots, axis=0).transpose(0, 2, 1)  # (B, 2W+1, dim)
+    outputs = output_vectors[output_rows]  # (B, 1 + k, dim) float32
+    scores = np.matmul(contexts, outputs.transpose(0, 2, 1))  # (B, 2W+1, 1 + k)
     np.clip(scores, -SCORE_CLIP, SCORE_CLIP, out=scores)
-    probabilities = 1.0 / (1.0 + np.exp(-scores))  # (centers, slots, 1 + k) float32
+    probabilities = 1.0 / (1.0 + np.exp(-scores))  # (B, 2W+1, 1 + k) float32
     labels = np.zeros(outputs.shape[1], dtype=np.float32)
     labels[0] = 1.0  # (1 + k,)
-    mask = present[:, :, None].astype(np.float32)  # (centers, slots, 1)
+    mask = context_mask[:, :, None].astype(np.float32)  # (B, 2W+1, 1)
     likelihood = np.where(labels == 1.0, probabilities, 1.0 - probabilities)
     loss = -float((np.log(np.maximum(likelihood, LOG_FLOOR)) * mask).sum())
-    gradient = (labels - probabilities) * mask * np.float32(learning_rate)  # (centers, slots, 1 + k)
-    context_update = np.matmul(gradient, outputs)  # (centers, slots, dim)
-    output_update = np.matmul(gradient.transpose(0, 2, 1), contexts)  # (centers, 1 + k, dim)
-    scatter_add_rows(input_vectors, safe_context_rows[present], context_update[present])
+    gradient = (labels - probabilities) * mask  # (B, 2W+1, 1 + k), d(-loss)/d(score)
+    context_update = np.matmul(gradient, outputs)  # (B, 2W+1, dim)
+    output_update = np.matmul(gradient.transpose(0, 2, 1), contexts)  # (B, 1 + k, dim)
+    position_update = np.zeros_like(window_block)  # (B + 2W, dim): sum per position first
+    for slot in range(slots):
+        position_update[slot : slot + batch] += context_update[:, slot]
+    position_update *= np.float32(learning_rate) * input_scale[window_rows][:, None]
+    output_update *= np.float32(learning_rate) * output_scale[output_rows][:, :, None]
+    scatter_add_rows(input_vectors, window_rows, position_update)
     scatter_add_rows(output_vectors, output_rows.reshape(-1), output_update.reshape(-1, dim))
-    return loss, int(present.sum())
+    return loss
 
 
 def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray) -> None:

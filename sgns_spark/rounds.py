@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -120,8 +121,9 @@ class Trainer:
         train = config.train
         spark.conf.set("spark.sql.shuffle.partitions", str(train.num_shards))
         vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).orderBy("id")
-        columns = vocab.select("keep_prob", "noise_weight").toArrow()
+        columns = vocab.select("count", "keep_prob", "noise_weight").toArrow()
         context = spark.sparkContext
+        self.counts = context.broadcast(columns.column("count").to_numpy().astype(np.float64))
         self.keep_probability = context.broadcast(columns.column("keep_prob").to_numpy())
         self.noise_weights = context.broadcast(columns.column("noise_weight").to_numpy())
         self.vocab_size = columns.num_rows
@@ -167,7 +169,7 @@ class Trainer:
         epoch, round_index = divmod(global_round - 1, train.rounds_per_epoch)
         words_in_round = self.words_per_epoch / train.rounds_per_epoch
         return RoundPlan(
-            settings=train, epoch=epoch, round_index=round_index,
+            settings=train, epoch=epoch, round_index=round_index, counts=self.counts,
             keep_probability=self.keep_probability, noise_weights=self.noise_weights,
             words_before=(global_round - 1) * words_in_round, words_in_round=words_in_round,
             words_total=self.words_per_epoch * train.epochs,

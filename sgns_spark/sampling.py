@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 STREAMS = ("subsample", "window", "noise")  # one independent generator per kind of draw
+OUTSIDE_SENTENCE = -1  # sentence index of positions beyond either end of the stream
 
 
 def shard_generators(seed: int, epoch: int, round_index: int, shard: int) -> dict[str, np.random.Generator]:
@@ -93,27 +95,32 @@ def draw_shard_samples(
     )
 
 
-def context_positions(
+def context_window(
     sentence_index: np.ndarray, reduced_window: np.ndarray, window: int, start: int, stop: int
-) -> np.ndarray:
-    """Positions (in the kept stream) of the contexts of centers ``start..stop-1``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The context slots of centers ``start..stop-1`` (positions in the kept stream).
 
-    A context lies within the center's reduced window and in the same sentence; the
-    window spans subsampled-away words, as in word2vec.c.
+    Slot j of center i is position ``i + j - window``. It is a context when it lies within
+    the center's reduced window, in the same sentence, and is not the center; the window
+    spans subsampled-away words, as in word2vec.c.
 
     Returns
     -------
-    numpy.ndarray
-        ``(stop - start, 2 * window) int64``; -1 marks an empty slot.
+    positions : numpy.ndarray
+        ``(stop - start + 2 window,) int64`` positions ``start - window .. stop + window - 1``,
+        clipped into the stream (a clipped position is never a context).
+    mask : numpy.ndarray
+        ``(stop - start, 2 window + 1) bool``.
     """
-    offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])  # (2 window,)
-    centers = np.arange(start, stop)  # (batch,)
-    positions = centers[:, None] + offsets  # (batch, 2 window)
+    positions = np.arange(start - window, stop + window)  # (B + 2W,)
     inside = (positions >= 0) & (positions < sentence_index.size)
     clipped = np.clip(positions, 0, sentence_index.size - 1)
-    valid = (
-        inside
+    position_sentence = np.where(inside, sentence_index[clipped], OUTSIDE_SENTENCE)  # (B + 2W,)
+    slot_sentence = sliding_window_view(position_sentence, 2 * window + 1)  # (B, 2W + 1)
+    offsets = np.arange(-window, window + 1)  # (2W + 1,)
+    mask = (
+        (slot_sentence == sentence_index[start:stop, None])
         & (np.abs(offsets) <= reduced_window[start:stop, None])
-        & (sentence_index[clipped] == sentence_index[start:stop, None])
+        & (offsets != 0)
     )
-    return np.where(valid, positions, -1)
+    return clipped, mask

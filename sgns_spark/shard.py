@@ -19,12 +19,13 @@ from sgns_spark.kernel import sgns_step
 from sgns_spark.sampling import (
     NoiseSampler,
     ShardSamples,
-    context_positions,
+    context_window,
     draw_shard_samples,
     shard_generators,
 )
 
 STATISTICS_ROW_ID = -1
+MAX_STEP_SCALE = 2.0  # bound of the averaging compensation; see averaging_step_scales
 NEEDED_SCHEMA = pa.schema([("shard_key", pa.int32()), ("shard", pa.int32()), ("id", pa.int32())])
 UPDATE_SCHEMA = pa.schema([
     ("id", pa.int32()),
@@ -42,14 +43,15 @@ UPDATE_SCHEMA = pa.schema([
 class RoundPlan:
     """What every shard of one round needs to know, shipped to executors by value.
 
-    ``keep_probability`` and ``noise_weights`` are Spark broadcasts of ``(vocab,) float64``
-    arrays; ``words_before`` and ``words_total`` place this round on the global learning-rate
-    schedule (raw tokens, over all epochs).
+    ``counts``, ``keep_probability`` and ``noise_weights`` are Spark broadcasts of the
+    vocabulary's ``(vocab,)`` columns; ``words_before`` and ``words_total`` place this round on
+    the global learning-rate schedule (raw tokens, over all epochs).
     """
 
     settings: TrainSettings
     epoch: int
     round_index: int
+    counts: object
     keep_probability: object
     noise_weights: object
     words_before: float
@@ -114,34 +116,37 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
     plan : RoundPlan
     """
     samples, _, raw_tokens = shard_samples(sentences, plan)
-    dim = plan.settings.dim
+    settings = plan.settings
+    dim, window = settings.dim, settings.window
     local_ids = rows.column("id").to_numpy().astype(np.int64)  # (local,)
     order = np.argsort(local_ids)
     local_ids = local_ids[order]
     input_vectors = lists_to_matrix(rows.column("w_in"), dim)[order]  # (local, dim) float32
     output_vectors = lists_to_matrix(rows.column("w_out"), dim)[order]  # (local, dim) float32
+    input_scale, output_scale = averaging_step_scales(local_ids, plan)  # (local,) float32 each
     center_rows = np.searchsorted(local_ids, samples.word_ids)  # (kept,) local row per token
     noise_rows = np.searchsorted(local_ids, samples.noise_ids)  # (kept, negative)
     touch_in = np.zeros(local_ids.size, dtype=np.int64)
     touch_out = np.zeros(local_ids.size, dtype=np.int64)
     loss, pairs = 0.0, 0
-    batch = plan.settings.batch_centers
-    for start in range(0, center_rows.size, batch):
-        stop = min(start + batch, center_rows.size)
-        positions = context_positions(
-            samples.sentence_index, samples.reduced_window, plan.settings.window, start, stop
-        )  # (batch, 2 window)
-        context_rows = np.where(positions >= 0, center_rows[positions], -1)
+    for start in range(0, center_rows.size, settings.batch_centers):
+        stop = min(start + settings.batch_centers, center_rows.size)
+        positions, mask = context_window(
+            samples.sentence_index, samples.reduced_window, window, start, stop
+        )  # (B + 2W,), (B, 2W + 1)
+        window_rows = center_rows[positions]  # (B + 2W,)
         output_rows = np.concatenate([center_rows[start:stop, None], noise_rows[start:stop]], axis=1)
         fraction_done = samples.token_position[start] / max(raw_tokens, 1)
-        batch_loss, batch_pairs = sgns_step(
-            input_vectors, output_vectors, context_rows, output_rows,
-            plan.learning_rate(fraction_done),
+        loss += sgns_step(
+            input_vectors, output_vectors, window_rows, mask, output_rows,
+            plan.learning_rate(fraction_done), input_scale, output_scale,
         )
-        loss += batch_loss
-        pairs += batch_pairs
-        touch_in += np.bincount(context_rows[context_rows >= 0], minlength=local_ids.size)
-        contexts_per_center = (context_rows >= 0).sum(axis=1)  # (batch,)
+        contexts_per_center = mask.sum(axis=1)  # (B,)
+        pairs += int(contexts_per_center.sum())
+        uses_per_position = np.zeros(window_rows.size, dtype=np.int64)  # (B + 2W,)
+        for slot in range(mask.shape[1]):
+            uses_per_position[slot : slot + mask.shape[0]] += mask[:, slot]
+        touch_in += np.bincount(window_rows, weights=uses_per_position, minlength=local_ids.size).astype(np.int64)
         touch_out += np.bincount(
             output_rows.reshape(-1), weights=np.repeat(contexts_per_center, output_rows.shape[1]),
             minlength=local_ids.size,
@@ -150,6 +155,35 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
         loss = float("nan")
     return updates_table(local_ids, input_vectors, touch_in, output_vectors, touch_out,
                          loss, pairs, raw_tokens)
+
+
+def averaging_step_scales(local_ids: np.ndarray, plan: RoundPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row step factors that offset the dilution of averaging shards.
+
+    Averaging k shards that each saw 1/k of a row's updates moves the row about 1/k as far
+    as serial SGD would. So a shard scales a row's steps by the expected number of shards
+    touching the row this round, given that it does: ``1 + (S - 1)(1 - exp(-lambda))``,
+    with ``lambda`` the row's expected touches per shard. A rare row, touched by one shard
+    only, keeps the plain step (factor 1); a frequent row gets factor S, and the
+    touch-weighted mean of the S shards then lands where serial SGD would.
+
+    The factor is capped at `MAX_STEP_SCALE`: larger factors made frequent rows, whose
+    gradients are summed many times within one minibatch, diverge (measured at 8 shards).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(local,) float32`` factors for the input rows and for the output rows.
+    """
+    settings = plan.settings
+    slices = settings.num_shards * settings.rounds_per_epoch
+    kept_counts = plan.counts.value * plan.keep_probability.value  # (vocab,) expected kept
+    as_word = kept_counts[local_ids] / slices  # (local,) expected kept occurrences per shard
+    as_noise = plan.noise_weights.value[local_ids] * settings.negative * kept_counts.sum() / slices
+    other_shards = settings.num_shards - 1
+    input_scale = np.minimum(1.0 + other_shards * -np.expm1(-as_word), MAX_STEP_SCALE)
+    output_scale = np.minimum(1.0 + other_shards * -np.expm1(-(as_word + as_noise)), MAX_STEP_SCALE)
+    return input_scale.astype(np.float32), output_scale.astype(np.float32)
 
 
 def updates_table(

@@ -58,13 +58,14 @@ class Storage:
     def write_text(self, relative: str, text: str) -> None:
         """Write `text` to `relative` atomically: to a hidden sibling, then renamed over it."""
         temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
-        stream = self._filesystem.create(self._hadoop_path(temporary), True)
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
+        with self.open_write(temporary) as stream:
+            stream.write(text.encode("utf-8"))
         self.delete(relative)
         self.move(temporary, relative)
+
+    def open_write(self, relative: str) -> HadoopOutput:
+        """Open `relative` for writing bytes (a context manager with ``write(bytes)``)."""
+        return HadoopOutput(self._filesystem.create(self._hadoop_path(relative), True))
 
     def read_text(self, relative: str) -> str:
         """Return the UTF-8 text of file `relative`."""
@@ -92,3 +93,20 @@ class Storage:
     def staging_path(self, name: str) -> str:
         """Return a fresh relative path under the staging directory for output `name`."""
         return f"{STAGING_DIRECTORY}/{name}-{uuid.uuid4().hex}"
+
+
+class HadoopOutput:
+    """A Hadoop output stream taking Python bytes."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        """Append `data`."""
+        self._stream.write(bytearray(data))
+
+    def __enter__(self) -> HadoopOutput:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stream.close()

@@ -14,3 +14,36 @@ def print_vocab_summary(report: dict) -> None:
         f"[vocab] seconds: " + ", ".join(f"{step} {value:.1f}" for step, value in seconds.items()),
         flush=True,
     )
+
+
+def print_train_summary(report: dict) -> None:
+    """Print the training totals."""
+    counts = report["counts"]
+    print(
+        f"[train] {counts['rounds']} rounds, {counts['trained_words']:,} words trained at "
+        f"{counts['words_per_second']:,.0f} words/s, mean loss {counts['mean_loss']:.4f}, "
+        f"driver peak RSS {report['driver_peak_rss_mib']:.0f} MiB",
+        flush=True,
+    )
+
+
+def print_scores(scores: dict) -> None:
+    """Print evaluation scores and nearest neighbours."""
+    if "analogy" in scores:
+        analogy = scores["analogy"]
+        print(f"[evaluate] analogy accuracy {analogy['accuracy']:.1%} "
+              f"({analogy['correct']}/{analogy['covered']}, coverage {analogy['coverage']:.1%})")
+    if "similarity" in scores:
+        similarity = scores["similarity"]
+        print(f"[evaluate] similarity Spearman {similarity['spearman']:.3f} "
+              f"(coverage {similarity['coverage']:.1%})")
+    for word, neighbours in scores.get("neighbours", {}).items():
+        print(f"[evaluate] {word}: " + ", ".join(f"{n} {s:.2f}" for n, s in neighbours))
+    print(end="", flush=True)
+
+
+def print_export_summary(report: dict) -> None:
+    """Print where the published version is."""
+    counts = report["counts"]
+    print(f"[export] published version {counts['version']} ({counts['vocab_size']:,} words x "
+          f"{counts['dim']}) at {counts['path']}", flush=True)

@@ -102,7 +102,7 @@ def generate_lines(tokens: int = DEFAULT_TOKENS, seed: int = 1) -> list[str]:
     topic_draws = rng.integers(0, TOPIC_WORDS_PER_GROUP, size=(planted.size, CONTEXT_DRAWS))
     for row, (line, member) in enumerate(zip(planted, chosen, strict=True)):
         word, family, group_index, role_index = members[member]
-        topic = pseudo_words(TOPIC_WORDS_PER_GROUP, f"{family.name[:2]}{group_index}q")
+        topic = pseudo_words(TOPIC_WORDS_PER_GROUP, f"{family.name}{group_index}q")
         context = role_context[(family.name, family.roles[role_index])]
         placed = [word, *(context[i] for i in context_draws[row]), *(topic[i] for i in topic_draws[row])]
         words[line, slots[row, : len(placed)]] = placed

@@ -1,0 +1,163 @@
+"""Publish the newest model round to the data lake as an immutable, numbered version.
+
+Layout below the run root (format version 1)::
+
+    export/version=NNNNNN/vectors.parquet/   word string, vector array<float>, count bigint
+                                             (most frequent first, part files in order)
+    export/version=NNNNNN/vectors.txt        word2vec text:   "<count> <dim>", then word v1 .. vd
+    export/version=NNNNNN/vectors.bin        word2vec binary: same header, word, dim float32 LE
+    export/version=NNNNNN/manifest.json      written last inside the version
+    export/_LATEST                           {"version": N, "path": ...}, moved after the version
+
+A version is built under ``_staging`` and renamed into place only when complete, so readers
+never see half a version, and the previous version stays until the new one is in place.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sgns_spark import __version__
+from sgns_spark.arrow import lists_to_matrix, spark_schema
+from sgns_spark.config import Config
+from sgns_spark.errors import UserError
+from sgns_spark.model_store import read_latest, read_round
+from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, completed_report, report_path
+from sgns_spark.storage import Storage
+from sgns_spark.vectors import word2vec_records
+
+FORMAT_VERSION = 1
+EXPORT_DIRECTORY = "export"
+EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
+PARQUET_NAME = "vectors.parquet"
+TEXT_NAME = "vectors.txt"
+BINARY_NAME = "vectors.bin"
+MANIFEST_NAME = "manifest.json"
+WHITESPACE_PATTERN = r"\s"
+FORMATTED_SCHEMA = pa.schema([("text", pa.binary()), ("binary", pa.binary())])
+
+
+def version_directory(version: int) -> str:
+    """Relative path of a published version."""
+    return f"{EXPORT_DIRECTORY}/version={version:06d}"
+
+
+def published_vectors(spark: SparkSession, storage: Storage, model_round: int, normalize: bool) -> DataFrame:
+    """``id, word, vector, count`` of a model round: the input vectors, optionally unit length."""
+    vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("id", "word", "count")
+    model = read_round(spark, storage, model_round).select("id", F.col("w_in").alias("vector"))
+    if normalize:
+        norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda total, x: total + x * x))
+        model = model.select("id", F.transform("vector", lambda x: (x / norm).cast("float")).alias("vector"))
+    return vocab.join(model, "id")
+
+
+def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scores: dict) -> dict:
+    """Publish the newest model round with its evaluation `scores`; return the run report."""
+    latest = read_latest(storage)
+    if latest is None or not storage.exists(report_path("train")):
+        raise UserError(f"run root {storage.root} has no trained model; run the train stage first")
+    train_report = storage.read_json(report_path("train"))
+    settings = {"model_round": latest["round"],
+                **{f"export.{k}": v for k, v in config.section_dict("export").items()}}
+    done = completed_report(storage, "export", settings)
+    if done is not None:
+        print(f"[export] already published in {storage.root}; skipping", flush=True)
+        return done
+    report = StageReport("export", settings)
+    vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
+    refuse_whitespace_words(vectors)
+    ordered = vectors.orderBy("id")
+    staged = storage.staging_path("export")
+    ordered.select("word", "vector", "count").write.parquet(storage.path(staged, PARQUET_NAME))
+    report.step("parquet")
+    vocab_size, dim = write_word2vec_files(ordered, storage, staged)
+    report.step("word2vec")
+    version = next_version(storage)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "sgns_spark_version": __version__,
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "version": version,
+        "model_round": latest["round"],
+        "vocab_size": vocab_size,
+        "dim": dim,
+        "normalized": config.export.normalize,
+        "files": {"parquet": PARQUET_NAME, "word2vec_text": TEXT_NAME, "word2vec_binary": BINARY_NAME},
+        "schema": {"word": "string", "vector": "array<float>", "count": "bigint"},
+        "hyperparameters": train_report["settings"],
+        "corpus": storage.read_json(report_path("vocab"))["counts"],
+        "training": train_report["counts"],
+        "evaluation": scores,
+    }
+    storage.write_json(f"{staged}/{MANIFEST_NAME}", manifest)
+    storage.move(staged, version_directory(version))
+    storage.write_json(EXPORT_LATEST, {"version": version, "path": storage.path(version_directory(version))})
+    prune_versions(storage, config.export.keep_versions)
+    report.counts = {"version": version, "path": storage.path(version_directory(version)),
+                     "vocab_size": vocab_size, "dim": dim}
+    document = report.document()
+    storage.write_json(report_path("export"), document)
+    return document
+
+
+def refuse_whitespace_words(vectors: DataFrame) -> None:
+    """Stop before writing anything if a word would corrupt the word2vec formats."""
+    offending = vectors.where(F.col("word").rlike(WHITESPACE_PATTERN)).select("word").limit(1).collect()
+    if offending:
+        raise UserError(
+            f"word {offending[0]['word']!r} contains whitespace, which the word2vec formats "
+            "cannot hold; change corpus.split_pattern so that whitespace separates tokens"
+        )
+
+
+def write_word2vec_files(ordered: DataFrame, storage: Storage, staged: str) -> tuple[int, int]:
+    """Stream the word2vec text and binary files through the driver, a block at a time.
+
+    Executors format the records; the driver only concatenates blocks in id order, so its
+    memory holds one block, never the model. Returns (vocab size, dim).
+    """
+    first = ordered.select("vector").first()
+    dim = len(first["vector"])
+    vocab_size = ordered.count()
+    header = f"{vocab_size} {dim}\n".encode()
+    formatted = ordered.select("word", "vector").mapInArrow(format_records, spark_schema(FORMATTED_SCHEMA))
+    with storage.open_write(f"{staged}/{TEXT_NAME}") as text, \
+            storage.open_write(f"{staged}/{BINARY_NAME}") as binary:
+        text.write(header)
+        binary.write(header)
+        for row in formatted.toLocalIterator():
+            text.write(row["text"])
+            binary.write(row["binary"])
+    return vocab_size, dim
+
+
+def format_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side: one (text, binary) word2vec block per Arrow batch."""
+    for batch in batches:
+        words = batch.column(0).to_pylist()
+        if not words:
+            continue
+        vectors = lists_to_matrix(batch.column(1), len(batch.column(1)[0]))
+        text = b"".join(word2vec_records(words, vectors, binary=False))
+        binary = b"".join(word2vec_records(words, vectors, binary=True))
+        yield pa.RecordBatch.from_arrays([pa.array([text]), pa.array([binary])], schema=FORMATTED_SCHEMA)
+
+
+def next_version(storage: Storage) -> int:
+    """One more than the newest published version (1 for the first)."""
+    versions = [int(name.split("=")[1]) for name in storage.list_names(EXPORT_DIRECTORY)
+                if name.startswith("version=")]
+    return max(versions, default=0) + 1
+
+
+def prune_versions(storage: Storage, keep: int) -> None:
+    """Delete all but the newest `keep` published versions."""
+    versions = [name for name in storage.list_names(EXPORT_DIRECTORY) if name.startswith("version=")]
+    for name in versions[:-keep]:
+        storage.delete(f"{EXPORT_DIRECTORY}/{name}")

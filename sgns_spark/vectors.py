@@ -1,0 +1,160 @@
+"""Read-only word vectors, separate from the trainer (gensim's KeyedVectors idea).
+
+Loads a published Parquet vector set or a word2vec text/binary file, and offers the names
+and argument order people know from gensim: ``most_similar``, ``similarity``,
+``save_word2vec_format``, ``index_to_key``, ``key_to_index``, ``vectors``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
+NORM_FLOOR = 1e-12  # guards the unit-length division of an all-zero vector
+
+
+class Vectors:
+    """Words and their vectors, most frequent first.
+
+    Parameters
+    ----------
+    words : list of str
+    vectors : numpy.ndarray
+        ``(words, dim) float32``.
+    counts : numpy.ndarray, optional
+        ``(words,) int64`` corpus counts.
+    """
+
+    def __init__(self, words: list[str], vectors: np.ndarray, counts: np.ndarray | None = None):
+        self.index_to_key = list(words)
+        self.key_to_index = {word: index for index, word in enumerate(self.index_to_key)}
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.counts = counts
+        self._unit: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.key_to_index
+
+    def __getitem__(self, word: str) -> np.ndarray:
+        return self.vectors[self.key_to_index[word]]
+
+    @property
+    def dim(self) -> int:
+        """Vector dimensions."""
+        return self.vectors.shape[1]
+
+    @property
+    def unit_vectors(self) -> np.ndarray:
+        """``(words, dim) float32`` vectors scaled to unit length (computed once)."""
+        if self._unit is None:
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self._unit = self.vectors / np.maximum(norms, NORM_FLOOR)
+        return self._unit
+
+    @classmethod
+    def load_parquet(cls, path: str | Path) -> Vectors:
+        """Load a published ``word, vector, count`` Parquet file or directory."""
+        table = pq.read_table(path, columns=["word", "vector", "count"])
+        vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
+        return cls(table.column("word").to_pylist(), vectors.reshape(table.num_rows, -1),
+                   table.column("count").to_numpy())
+
+    @classmethod
+    def load_word2vec_format(cls, path: str | Path, binary: bool = False) -> Vectors:
+        """Load the word2vec.c text or binary format (header ``"<count> <dim>"``)."""
+        with open(path, "rb") as stream:
+            count, dim = (int(field) for field in stream.readline().split())
+            if not binary:
+                rows = [stream.readline().decode("utf-8").rstrip("\n").split(" ") for _ in range(count)]
+                words = [row[0] for row in rows]
+                vectors = np.array([row[1 : dim + 1] for row in rows], dtype=np.float32)
+                return cls(words, vectors.reshape(count, dim))
+            words, vectors = [], np.empty((count, dim), dtype=np.float32)
+            for index in range(count):
+                words.append(_read_binary_word(stream))
+                vectors[index] = np.frombuffer(stream.read(4 * dim), dtype=FLOAT32_LITTLE_ENDIAN)
+            return cls(words, vectors)
+
+    def save_word2vec_format(self, path: str | Path, binary: bool = False) -> None:
+        """Write the word2vec.c text or binary format, as gensim and word2vec.c load it."""
+        with open(path, "wb") as stream:
+            stream.write(f"{len(self)} {self.dim}\n".encode())
+            for block in word2vec_records(self.index_to_key, self.vectors, binary):
+                stream.write(block)
+
+    def similarity(self, first: str, second: str) -> float:
+        """Cosine similarity of two words."""
+        unit = self.unit_vectors
+        return float(unit[self.key_to_index[first]] @ unit[self.key_to_index[second]])
+
+    def most_similar(
+        self,
+        positive: str | list[str] = (),
+        negative: list[str] = (),
+        topn: int = 10,
+        restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """The `topn` words nearest (by cosine) to the mean of `positive` minus `negative`.
+
+        The query words themselves are never returned. Raises KeyError for an unknown word.
+        """
+        positive = [positive] if isinstance(positive, str) else list(positive)
+        unit = self.unit_vectors
+        query = np.zeros(self.dim, dtype=np.float32)
+        for word, sign in [(w, 1.0) for w in positive] + [(w, -1.0) for w in negative]:
+            if word not in self.key_to_index:
+                raise KeyError(f"word {word!r} is not in the vocabulary")
+            query += sign * unit[self.key_to_index[word]]
+        query /= max(float(np.linalg.norm(query)), NORM_FLOOR)
+        candidates = unit[:restrict_vocab] if restrict_vocab else unit
+        scores = candidates @ query  # (candidates,)
+        for word in (*positive, *negative):
+            index = self.key_to_index[word]
+            if index < scores.size:
+                scores[index] = -np.inf
+        count = min(topn, scores.size)
+        best = np.argpartition(-scores, count - 1)[:count]
+        best = best[np.argsort(-scores[best])]
+        return [(self.index_to_key[index], float(scores[index])) for index in best
+                if np.isfinite(scores[index])]
+
+
+def word2vec_records(words: list[str], vectors: np.ndarray, binary: bool):
+    """Yield the bytes of word2vec.c records (no header), a block of rows at a time.
+
+    Text: ``word v1 ... vd\\n``. Binary: ``word `` then dim little-endian float32, then
+    ``\\n`` (as word2vec.c writes it).
+    """
+    block_rows = 4096
+    for start in range(0, len(words), block_rows):
+        block_words = words[start : start + block_rows]
+        block = vectors[start : start + block_rows]
+        if binary:
+            raw = block.astype(FLOAT32_LITTLE_ENDIAN).tobytes()
+            width = 4 * block.shape[1]
+            yield b"".join(
+                word.encode("utf-8") + b" " + raw[row * width : (row + 1) * width] + b"\n"
+                for row, word in enumerate(block_words)
+            )
+        else:
+            yield "".join(
+                word + " " + " ".join(f"{value:.6g}" for value in row) + "\n"
+                for word, row in zip(block_words, block.tolist(), strict=True)
+            ).encode("utf-8")
+
+
+def _read_binary_word(stream) -> str:
+    characters = bytearray()
+    while True:
+        character = stream.read(1)
+        if character == b" " or not character:
+            break
+        if character != b"\n":  # the newline word2vec.c writes after each vector
+            characters.extend(character)
+    return characters.decode("utf-8")
