@@ -12,6 +12,14 @@ DEMO_TOKENS ?= 2000000
 DEMO_WORDS ?= paris,king,walked,three,queen
 DEMO := $(OUT)/demo-corpus
 
+EPOCHS ?= 1
+SHARDS ?= 2
+SYSTEMS ?= ours,gensim,mllib
+MODE ?= default
+QUICK ?=
+BENCH_CORPUS ?= ../shared/data/enwiki_text8style_1e8.gz
+BENCH_STAMP := $(VENV)/.bench-installed
+
 .PHONY: setup run test lint bench bench-report package clean
 
 setup: $(STAMP)
@@ -40,6 +48,18 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check sgns_spark jobs tests bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+# Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim] [MODE=scaling|size]
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py --corpus $(BENCH_CORPUS) --epochs $(EPOCHS) --shards $(SHARDS) \
+		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick)
+
+bench-report: $(BENCH_STAMP)
+	$(PY) bench/report.py
 
 clean:
 	rm -rf runs bench-results .pytest_cache

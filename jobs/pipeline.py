@@ -6,7 +6,12 @@ from sgns_spark.model_store import read_latest
 from sgns_spark.rounds import run_train_stage
 from sgns_spark.scoring import evaluation_vectors, score
 from sgns_spark.stages import run_vocab_stage
-from sgns_spark.summary import print_export_summary, print_scores, print_train_summary, print_vocab_summary
+from sgns_spark.summary import (
+    print_export_summary,
+    print_scores,
+    print_train_summary,
+    print_vocab_summary,
+)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from sgns_spark.arrow import lists_to_matrix, spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.model_store import read_latest, read_round
-from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, completed_report, report_path
+from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, previous_report, report_path
 from sgns_spark.storage import Storage
 from sgns_spark.vectors import word2vec_records
 
@@ -65,10 +65,11 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scor
     train_report = storage.read_json(report_path("train"))
     settings = {"model_round": latest["round"],
                 **{f"export.{k}": v for k, v in config.section_dict("export").items()}}
-    done = completed_report(storage, "export", settings)
-    if done is not None:
+    previous = previous_report(storage, "export")
+    if previous is not None and previous["settings"] == settings:
         print(f"[export] already published in {storage.root}; skipping", flush=True)
-        return done
+        return previous
+    storage.clear_staging()
     report = StageReport("export", settings)
     vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
     refuse_whitespace_words(vectors)

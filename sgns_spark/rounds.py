@@ -104,6 +104,7 @@ def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> di
     if done is not None:
         print(f"[train] already done in {storage.root}; skipping", flush=True)
         return done
+    storage.clear_staging()
     report = StageReport("train", settings)
     trainer = Trainer(spark, config, storage, vocab_report, settings)
     trainer.run(report)
@@ -148,11 +149,13 @@ class Trainer:
         total_rounds = train.epochs * train.rounds_per_epoch
         resumed_from = latest["round"]
         totals = {"words": 0, "pairs": 0, "loss": 0.0}
+        worker_peak_rss = 0.0
         started = time.perf_counter()
         for global_round in range(resumed_from + 1, total_rounds + 1):
             statistics = self.train_round(global_round)
             for key in totals:
                 totals[key] += statistics[key]
+            worker_peak_rss = max(worker_peak_rss, statistics["worker_peak_rss_mib"])
         elapsed = time.perf_counter() - started
         self.corpus.unpersist()
         report.counts = {
@@ -160,6 +163,7 @@ class Trainer:
             "trained_words": totals["words"], "pairs": totals["pairs"],
             "mean_loss": totals["loss"] / max(totals["pairs"], 1),
             "words_per_second": totals["words"] / elapsed if elapsed else 0.0,
+            "worker_peak_rss_mib": round(worker_peak_rss, 1),
         }
         report.step("train")
 
@@ -195,7 +199,8 @@ class Trainer:
             cogrouped_function(train_shard, plan=plan), spark_schema(UPDATE_SCHEMA)
         ).localCheckpoint(eager=True)
         statistics = updates.where(F.col("id") == STATISTICS_ROW_ID).agg(
-            F.sum("loss").alias("loss"), F.sum("pairs").alias("pairs"), F.sum("words").alias("words")
+            F.sum("loss").alias("loss"), F.sum("pairs").alias("pairs"), F.sum("words").alias("words"),
+            F.max("worker_peak_rss_mib").alias("worker_peak_rss_mib"),
         ).first().asDict()
         statistics = {key: value or 0 for key, value in statistics.items()}
         if not math.isfinite(statistics["loss"]):

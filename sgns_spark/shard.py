@@ -16,6 +16,7 @@ import pyarrow as pa
 from sgns_spark.arrow import list_lengths, lists_to_matrix, matrix_to_lists
 from sgns_spark.config import TrainSettings
 from sgns_spark.kernel import sgns_step
+from sgns_spark.memory import peak_rss_mib
 from sgns_spark.sampling import (
     NoiseSampler,
     ShardSamples,
@@ -25,7 +26,6 @@ from sgns_spark.sampling import (
 )
 
 STATISTICS_ROW_ID = -1
-MAX_STEP_SCALE = 2.0  # bound of the averaging compensation; see averaging_step_scales
 NEEDED_SCHEMA = pa.schema([("shard_key", pa.int32()), ("shard", pa.int32()), ("id", pa.int32())])
 UPDATE_SCHEMA = pa.schema([
     ("id", pa.int32()),
@@ -36,6 +36,7 @@ UPDATE_SCHEMA = pa.schema([
     ("loss", pa.float64()),  # statistics row only: summed pair loss, NaN if parameters blew up
     ("pairs", pa.int64()),  # statistics row only
     ("words", pa.int64()),  # statistics row only: raw tokens of the shard's slice
+    ("worker_peak_rss_mib", pa.float64()),  # statistics row only: this Python worker's peak
 ])
 
 
@@ -161,14 +162,16 @@ def averaging_step_scales(local_ids: np.ndarray, plan: RoundPlan) -> tuple[np.nd
     """Per-row step factors that offset the dilution of averaging shards.
 
     Averaging k shards that each saw 1/k of a row's updates moves the row about 1/k as far
-    as serial SGD would. So a shard scales a row's steps by the expected number of shards
-    touching the row this round, given that it does: ``1 + (S - 1)(1 - exp(-lambda))``,
-    with ``lambda`` the row's expected touches per shard. A rare row, touched by one shard
-    only, keeps the plain step (factor 1); a frequent row gets factor S, and the
-    touch-weighted mean of the S shards then lands where serial SGD would.
+    as serial SGD would. So a shard scales a row's steps by the expected number of *other*
+    shards touching the row this round, ``(S - 1)(1 - exp(-lambda))`` with ``lambda`` the
+    row's expected touches per shard, on top of its own step. A rare row, touched by one
+    shard only, keeps the plain step (factor 1).
 
-    The factor is capped at `MAX_STEP_SCALE`: larger factors made frequent rows, whose
-    gradients are summed many times within one minibatch, diverge (measured at 8 shards).
+    The extra part is divided by ``1 + mu``, with ``mu`` the row's expected touches per
+    minibatch: a row repeated within a minibatch already takes the sum of many gradients
+    computed from the same stale values, and scaling those up diverged (measured: frequent
+    rows at factor 2 to 8). Mid-frequency rows, which matter most for quality, are seldom
+    repeated in a minibatch and get nearly the full factor.
 
     Returns
     -------
@@ -178,11 +181,17 @@ def averaging_step_scales(local_ids: np.ndarray, plan: RoundPlan) -> tuple[np.nd
     settings = plan.settings
     slices = settings.num_shards * settings.rounds_per_epoch
     kept_counts = plan.counts.value * plan.keep_probability.value  # (vocab,) expected kept
-    as_word = kept_counts[local_ids] / slices  # (local,) expected kept occurrences per shard
-    as_noise = plan.noise_weights.value[local_ids] * settings.negative * kept_counts.sum() / slices
+    kept_share = kept_counts[local_ids] / kept_counts.sum()  # (local,) share of kept tokens
+    noise_share = plan.noise_weights.value[local_ids] * settings.negative  # (local,) per center
+    per_shard_as_word = kept_counts[local_ids] / slices  # (local,) expected occurrences
+    per_shard_as_noise = noise_share * kept_counts.sum() / slices
+    per_batch_as_context = kept_share * settings.batch_centers * 2 * settings.window
+    per_batch_as_output = (kept_share + noise_share) * settings.batch_centers
     other_shards = settings.num_shards - 1
-    input_scale = np.minimum(1.0 + other_shards * -np.expm1(-as_word), MAX_STEP_SCALE)
-    output_scale = np.minimum(1.0 + other_shards * -np.expm1(-(as_word + as_noise)), MAX_STEP_SCALE)
+    input_scale = 1.0 + other_shards * -np.expm1(-per_shard_as_word) / (1.0 + per_batch_as_context)
+    output_scale = 1.0 + other_shards * -np.expm1(-(per_shard_as_word + per_shard_as_noise)) / (
+        1.0 + per_batch_as_output
+    )
     return input_scale.astype(np.float32), output_scale.astype(np.float32)
 
 
@@ -204,6 +213,7 @@ def updates_table(
             "loss": pa.array(np.append(np.zeros(count), loss)),
             "pairs": pa.array(np.append(np.zeros(count, dtype=np.int64), pairs)),
             "words": pa.array(np.append(np.zeros(count, dtype=np.int64), words)),
+            "worker_peak_rss_mib": pa.array(np.append(np.zeros(count), peak_rss_mib())),
         },
         schema=UPDATE_SCHEMA,
     )

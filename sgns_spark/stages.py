@@ -8,7 +8,6 @@ different settings is refused rather than silently mixing two runs.
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from pyspark.sql import functions as F
 
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
+from sgns_spark.memory import peak_rss_mib
 from sgns_spark.storage import Storage
 from sgns_spark.tokenize import count_words, read_sentences
 from sgns_spark.vocab import build_vocab, encode_corpus
@@ -26,7 +26,6 @@ from sgns_spark.vocab import build_vocab, encode_corpus
 VOCAB_DIRECTORY = "vocab"
 CORPUS_DIRECTORY = "corpus"
 REPORTS_DIRECTORY = "reports"
-KIB_PER_MIB = 1024
 
 
 @dataclass
@@ -57,14 +56,14 @@ class StageReport:
         }
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this (driver) Python process, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB
-
-
 def report_path(stage: str) -> str:
     """Relative path of a stage's run report."""
     return f"{REPORTS_DIRECTORY}/{stage}.json"
+
+
+def previous_report(storage: Storage, stage: str) -> dict | None:
+    """The run report of the stage's last completed run, None if it never completed."""
+    return storage.read_json(report_path(stage)) if storage.exists(report_path(stage)) else None
 
 
 def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> dict | None:
@@ -75,9 +74,9 @@ def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> 
     UserError
         When the stage is done under other settings.
     """
-    if not storage.exists(report_path(stage)):
+    report = previous_report(storage, stage)
+    if report is None:
         return None
-    report = storage.read_json(report_path(stage))
     if report["settings"] != settings:
         changed = sorted(key for key in settings if report["settings"].get(key) != settings[key])
         raise UserError(
@@ -107,6 +106,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storag
     if done is not None:
         print(f"[vocab] already done in {storage.root}; skipping", flush=True)
         return done
+    storage.clear_staging()
     report = StageReport("vocab", settings)
     sentences = read_sentences(spark, input_path, config.corpus).persist(StorageLevel.MEMORY_AND_DISK)
     try:

@@ -90,6 +90,10 @@ class Storage:
         if not self._filesystem.rename(self._hadoop_path(source), destination_path):
             raise OSError(f"could not rename {self.path(source)} to {self.path(destination)}")
 
+    def clear_staging(self) -> None:
+        """Remove what a killed stage left half-written in the staging directory."""
+        self.delete(STAGING_DIRECTORY)
+
     def staging_path(self, name: str) -> str:
         """Return a fresh relative path under the staging directory for output `name`."""
         return f"{STAGING_DIRECTORY}/{name}-{uuid.uuid4().hex}"

@@ -1,0 +1,225 @@
+"""Benchmark: this project side by side with gensim and Spark MLlib, in one command.
+
+Each system runs alone, one after another, on the same tokens, and every system's vectors are
+scored by the project's own evaluation code (DESIGN.md section 5). One JSON file per run goes
+to bench-results/, and a markdown table is printed.
+
+    python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
+                        [--quick] [--mode default|scaling|size]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+RESULTS = REPOSITORY / "bench-results"
+SHARED = REPOSITORY.parent / "shared" / "data"
+DEFAULT_CORPUS = SHARED / "enwiki_text8style_1e8.gz"
+QUESTIONS = SHARED / "questions-words.txt"
+WORDSIM = SHARED / "wordsim353.tsv"
+LINE_WORDS = 1000  # gensim's corpus_file mode and MLlib need lines; word2vec.c cuts at 1000 too
+QUICK_FRACTION = 0.1
+SCALING_SHARDS = (1, 2, 4, 16, 64)
+SIZE_FRACTIONS = (0.25, 0.5, 1.0)
+MASTER = "local[2]"
+SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
+KIB_PER_MIB = 1024
+
+
+def prepare_corpus(source: Path, fraction: float) -> tuple[Path, int]:
+    """The first `fraction` of the corpus's words, as lines of LINE_WORDS words (cached)."""
+    target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}.txt"
+    if not target.exists():
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rt", encoding="utf-8") as stream:
+            words = stream.read().split()
+        words = words[: int(len(words) * fraction)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as out:
+            for start in range(0, len(words), LINE_WORDS):
+                out.write(" ".join(words[start : start + LINE_WORDS]) + "\n")
+    with open(target, encoding="utf-8") as stream:
+        return target, sum(len(line.split()) for line in stream)
+
+
+def child_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / KIB_PER_MIB
+
+
+def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str) -> dict:
+    """The project's pipeline through jobs/pipeline.py, timed per stage from its reports."""
+    root = RESULTS / "runs" / tag
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    command = [
+        sys.executable, str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root),
+        "--input", str(corpus), "--set", f"spark.master={MASTER}",
+        "--set", f"train.dim={SETTINGS['dim']}", "--set", f"train.window={SETTINGS['window']}",
+        "--set", f"train.negative={SETTINGS['negative']}", "--set", f"vocab.sample={SETTINGS['sample']}",
+        "--set", f"vocab.min_count={SETTINGS['min_count']}", "--set", f"train.epochs={epochs}",
+        "--set", f"train.num_shards={shards}", "--set", f"evaluate.analogy_path={QUESTIONS}",
+        "--set", f"evaluate.similarity_path={WORDSIM}", "--set", "spark.driver_memory=4g",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    reports = {stage: json.loads((root / "reports" / f"{stage}.json").read_text())
+               for stage in ("vocab", "train", "export")}
+    manifest_path = json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:")
+    evaluation = json.loads((Path(manifest_path) / "manifest.json").read_text())["evaluation"]
+    train_seconds = reports["train"]["seconds"]["total"]
+    return {
+        "system": "ours", "epochs": epochs, "shards": shards, "corpus_words": words,
+        "vocab_s": reports["vocab"]["seconds"]["total"], "train_s": train_seconds,
+        "export_s": reports["export"]["seconds"]["total"], "wall_s": wall,
+        "words_per_s": words * epochs / train_seconds,
+        "driver_rss_mib": max(r["driver_peak_rss_mib"] for r in reports.values()),
+        "worker_rss_mib": reports["train"]["counts"]["worker_peak_rss_mib"],
+        "analogy": evaluation["analogy"]["accuracy"], "analogy_coverage": evaluation["analogy"]["coverage"],
+        "ws353": evaluation["similarity"]["spearman"],
+    }
+
+
+def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int) -> dict:
+    """Run a reference system in a fresh process so its peak RSS is its own."""
+    output = RESULTS / "cache" / f"{system}-{os.getpid()}.json"
+    subprocess.run([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
+                    "--epochs", str(epochs), "--shards", str(shards), "--child-output", str(output)],
+                   check=True)
+    result = json.loads(output.read_text())
+    result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"],
+                  driver_rss_mib=child_peak_rss_mib())
+    return result
+
+
+def score(path: Path) -> dict:
+    sys.path.insert(0, str(REPOSITORY))
+    from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
+    from sgns_spark.vectors import Vectors
+
+    vectors = Vectors.load_word2vec_format(path)
+    analogy = analogy_accuracy(vectors, QUESTIONS)
+    return {"analogy": analogy["accuracy"], "analogy_coverage": analogy["coverage"],
+            "ws353": similarity_spearman(vectors, WORDSIM)["spearman"]}
+
+
+def child_gensim(corpus: Path, epochs: int, output: Path) -> None:
+    from gensim.models import Word2Vec
+
+    started = time.perf_counter()
+    model = Word2Vec(corpus_file=str(corpus), sg=1, vector_size=SETTINGS["dim"], window=SETTINGS["window"],
+                     negative=SETTINGS["negative"], sample=SETTINGS["sample"],
+                     min_count=SETTINGS["min_count"], workers=2, epochs=epochs, seed=1)
+    train_seconds = time.perf_counter() - started
+    vectors_path = output.with_suffix(".txt")
+    model.wv.save_word2vec_format(str(vectors_path))
+    output.write_text(json.dumps({"system": "gensim", "epochs": epochs, "shards": 2,
+                                  "train_s": train_seconds, **score(vectors_path)}))
+
+
+def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
+    from pyspark.ml.feature import Word2Vec
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = (SparkSession.builder.master(MASTER).config("spark.driver.memory", "6g")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    sentences = spark.read.text(str(corpus)).select(F.split("value", " ").alias("words")).cache()
+    sentences.count()
+    estimator = Word2Vec(vectorSize=SETTINGS["dim"], windowSize=SETTINGS["window"],
+                         minCount=SETTINGS["min_count"], numPartitions=shards, maxIter=epochs,
+                         seed=1, maxSentenceLength=LINE_WORDS, inputCol="words")
+    started = time.perf_counter()
+    model = estimator.fit(sentences)
+    train_seconds = time.perf_counter() - started
+    table = model.getVectors().toArrow()
+    vectors_path = output.with_suffix(".txt")
+    with open(vectors_path, "w", encoding="utf-8") as out:
+        out.write(f"{table.num_rows} {SETTINGS['dim']}\n")
+        for word, vector in zip(table.column("word").to_pylist(), table.column("vector").to_pylist(), strict=True):
+            values = vector["values"] if isinstance(vector, dict) else vector
+            out.write(word + " " + " ".join(f"{v:.6g}" for v in values) + "\n")
+    spark.stop()
+    output.write_text(json.dumps({"system": "mllib", "epochs": epochs, "shards": shards,
+                                  "train_s": train_seconds, **score(vectors_path)}))
+
+
+def markdown(rows: list[dict]) -> str:
+    columns = ["system", "epochs", "shards", "vocab_s", "train_s", "export_s", "words_per_s",
+               "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", "ws353"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column, "")
+            if isinstance(value, float):
+                value = f"{value:.1%}" if column.startswith("analogy") else (
+                    f"{value:.3f}" if column == "ws353" else f"{value:,.0f}")
+            cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    ours = next((r for r in rows if r["system"] == "ours"), None)
+    for reference in ("gensim", "mllib"):
+        other = next((r for r in rows if r["system"] == reference), None)
+        if ours and other:
+            lines.append(
+                f"\nours/{reference}: words/s {ours['words_per_s'] / other['words_per_s']:.2f}x, "
+                f"analogy {ours['analogy'] - other['analogy']:+.1%} points, "
+                f"WS353 {ours['ws353'] - other['ws353']:+.3f}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--systems", default="ours,gensim,mllib")
+    parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
+    parser.add_argument("--mode", choices=("default", "scaling", "size"), default="default")
+    parser.add_argument("--child", choices=("gensim", "mllib"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child == "gensim":
+        return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output)
+    if arguments.child == "mllib":
+        return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
+    if not arguments.corpus.exists():
+        sys.exit(f"bench: corpus {arguments.corpus} is absent; pass --corpus (make bench CORPUS=...)")
+    fraction = QUICK_FRACTION if arguments.quick else 1.0
+    systems = arguments.systems.split(",")
+    rows = []
+    if arguments.mode == "scaling":
+        corpus, words = prepare_corpus(arguments.corpus, fraction)
+        rows = [run_ours(corpus, words, arguments.epochs, shards, f"scaling-{shards}") for shards in SCALING_SHARDS]
+    elif arguments.mode == "size":
+        for size in SIZE_FRACTIONS:
+            corpus, words = prepare_corpus(arguments.corpus, size * fraction)
+            rows.append({**run_ours(corpus, words, arguments.epochs, arguments.shards, f"size-{size}"),
+                         "fraction": size})
+    else:
+        corpus, words = prepare_corpus(arguments.corpus, fraction)
+        for system in systems:
+            if system == "ours":
+                rows.append(run_ours(corpus, words, arguments.epochs, arguments.shards, "default"))
+            else:
+                rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    RESULTS.mkdir(exist_ok=True)
+    record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
+    (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Query published vectors from the command line, without Spark.
+
+    python -m sgns_spark.query <vectors> similar paris [--topn 10]
+    python -m sgns_spark.query <vectors> analogy king man woman     (king - man + woman)
+    python -m sgns_spark.query <vectors> evaluate --analogy questions-words.txt --similarity ws353.tsv
+
+<vectors> is a published version directory (or a run root's ``export``, whose ``_LATEST`` is
+followed), a ``vectors.parquet`` path, or a word2vec ``.txt``/``.bin`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sgns_spark.errors import UserError
+from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
+from sgns_spark.export import MANIFEST_NAME, PARQUET_NAME
+from sgns_spark.vectors import Vectors
+
+LATEST_NAME = "_LATEST"
+
+
+def load_vectors(location: str) -> Vectors:
+    """Load vectors from any of the locations the module docstring lists."""
+    path = Path(location)
+    if (path / LATEST_NAME).exists():
+        path = Path(json.loads((path / LATEST_NAME).read_text())["path"].removeprefix("file:"))
+    if (path / MANIFEST_NAME).exists():
+        path = path / PARQUET_NAME
+    if not path.exists():
+        raise UserError(f"no vectors at {location}; give a published version, Parquet or word2vec file")
+    if path.suffix in (".txt", ".bin"):
+        return Vectors.load_word2vec_format(path, binary=path.suffix == ".bin")
+    return Vectors.load_parquet(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("vectors")
+    commands = parser.add_subparsers(dest="command", required=True)
+    similar = commands.add_parser("similar", help="nearest neighbours of words (summed)")
+    similar.add_argument("words", nargs="+")
+    similar.add_argument("--topn", type=int, default=10)
+    analogy = commands.add_parser("analogy", help="a - b + c, e.g. king man woman")
+    analogy.add_argument("words", nargs=3)
+    analogy.add_argument("--topn", type=int, default=10)
+    evaluate = commands.add_parser("evaluate", help="analogy accuracy and similarity Spearman")
+    evaluate.add_argument("--analogy")
+    evaluate.add_argument("--similarity")
+    evaluate.add_argument("--top-words", type=int, default=30_000)
+    arguments = parser.parse_args(argv)
+    try:
+        vectors = load_vectors(arguments.vectors)
+        if arguments.command == "evaluate":
+            scores = {}
+            if arguments.analogy:
+                scores["analogy"] = analogy_accuracy(vectors, arguments.analogy, arguments.top_words)
+            if arguments.similarity:
+                scores["similarity"] = similarity_spearman(vectors, arguments.similarity)
+            print(json.dumps(scores, indent=2))
+            return 0
+        if arguments.command == "similar":
+            results = vectors.most_similar(arguments.words, topn=arguments.topn)
+        else:
+            first, minus, plus = arguments.words
+            results = vectors.most_similar([first, plus], [minus], topn=arguments.topn)
+    except (UserError, KeyError) as error:
+        print(f"sgns-spark query: error: {error}", file=sys.stderr)
+        return 2
+    for word, similarity in results:
+        print(f"{similarity:.4f}  {word}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

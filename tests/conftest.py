@@ -1,0 +1,88 @@
+"""Shared fixtures: one local SparkSession for the whole run, run roots, shared data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from sgns_spark.config import load_config
+from sgns_spark.session import build_session
+from sgns_spark.storage import Storage
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_MASTER = "local[2]"
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: shared test data is only in the project's CI checkout")
+    return path
+
+
+def make_config(*overrides: str):
+    """The default config with the test master and a few overrides."""
+    return load_config(None, [f"spark.master={TEST_MASTER}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def spark():
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = build_session(make_config("spark.shuffle_partitions=4"), "tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def storage(spark, tmp_path) -> Storage:
+    return Storage(spark, str(tmp_path / "root"))
+
+
+@pytest.fixture(autouse=True)
+def reset_shuffle_partitions(spark):
+    """Training sets the session's shuffle partitions to its shard count; undo it per test."""
+    yield
+    spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+PLANTED_TOKENS = 400_000
+PLANTED_SETTINGS = (
+    "train.dim=32", "train.window=4", "train.epochs=2", "train.num_shards=2",
+    "train.rounds_per_epoch=2", "train.keep_rounds=10", "vocab.min_count=5",
+)
+
+
+def write_planted_corpus(directory: Path, seed: int = 1) -> tuple[Path, Path]:
+    """The embedded synthetic corpus and its analogy questions, written to `directory`."""
+    from sgns_spark.synthetic import analogy_questions, generate_lines
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus, questions = directory / "corpus.txt", directory / "questions.txt"
+    corpus.write_text("\n".join(generate_lines(PLANTED_TOKENS, seed)) + "\n")
+    questions.write_text("\n".join(analogy_questions()) + "\n")
+    return corpus, questions
+
+
+def train_planted(spark, root: Path, corpus: Path, *overrides: str):
+    """Run the vocab and train stages on `corpus` below `root`; return (config, storage)."""
+    from sgns_spark.rounds import run_train_stage
+    from sgns_spark.stages import run_vocab_stage
+
+    config = make_config(*PLANTED_SETTINGS, *overrides)
+    run_storage = Storage(spark, str(root))
+    run_vocab_stage(spark, config, str(corpus), run_storage)
+    run_train_stage(spark, config, run_storage)
+    return config, run_storage
+
+
+@pytest.fixture(scope="session")
+def planted_run(spark, tmp_path_factory):
+    """One trained run on the planted corpus, shared by the training and export tests."""
+    directory = tmp_path_factory.mktemp("planted")
+    corpus, questions = write_planted_corpus(directory / "data")
+    config, run_storage = train_planted(spark, directory / "root", corpus)
+    return {"config": config, "storage": run_storage, "corpus": corpus, "questions": questions}

@@ -1,0 +1,121 @@
+"""Publishing: layout, atomicity, and real readers (gensim, DuckDB, pyarrow, Spark)."""
+
+import json
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_config
+from gensim.models import KeyedVectors
+
+from sgns_spark.arrow import matrix_to_lists
+from sgns_spark.errors import UserError
+from sgns_spark.export import EXPORT_LATEST, run_export_stage, version_directory
+from sgns_spark.model_store import LATEST_FILE, MODEL_SCHEMA, round_directory
+from sgns_spark.query import load_vectors, main
+from sgns_spark.vectors import Vectors
+
+SCORES = {"analogy": {"accuracy": 0.5}}
+
+
+def export(spark, storage, *overrides):
+    return run_export_stage(spark, make_config(*overrides), storage, SCORES)
+
+
+def local(storage, relative):
+    return storage.path(relative).removeprefix("file:")
+
+
+def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spark, planted_run):
+    storage = planted_run["storage"]
+    report = export(spark, storage)
+    version = report["counts"]["version"]
+    directory = local(storage, version_directory(version))
+    manifest = json.loads(open(f"{directory}/manifest.json").read())
+    assert manifest["format_version"] == 1 and manifest["model_round"] == 4
+    assert manifest["evaluation"] == SCORES and manifest["normalized"] is False
+    assert manifest["vocab_size"] == storage.read_json("reports/vocab.json")["counts"]["vocab_size"]
+    assert json.loads(open(local(storage, EXPORT_LATEST)).read())["version"] == version
+
+    table = pq.read_table(f"{directory}/vectors.parquet")
+    assert table.schema.field("word").type == pa.string()
+    assert table.schema.field("vector").type == pa.list_(pa.float32())
+    assert table.schema.field("count").type == pa.int64()
+    counts = table.column("count").to_numpy()
+    assert (np.diff(counts) <= 0).all()  # most frequent first
+    ours = load_vectors(directory)
+    assert ours.index_to_key == table.column("word").to_pylist()
+
+    text = KeyedVectors.load_word2vec_format(f"{directory}/vectors.txt", binary=False)
+    binary = KeyedVectors.load_word2vec_format(f"{directory}/vectors.bin", binary=True)
+    assert list(text.index_to_key) == ours.index_to_key == list(binary.index_to_key)
+    np.testing.assert_array_equal(binary.vectors, ours.vectors)
+    np.testing.assert_allclose(text.vectors, ours.vectors, rtol=1e-5, atol=1e-7)
+    for word in ("paris", "king", "walked"):
+        assert [w for w, _ in binary.most_similar(word, topn=5)] == [w for w, _ in ours.most_similar(word, topn=5)]
+
+    duck = duckdb.sql(
+        f"""SELECT b.word, list_cosine_similarity(a.vector, b.vector) AS similarity
+            FROM read_parquet('{directory}/vectors.parquet/*.parquet') a,
+                 read_parquet('{directory}/vectors.parquet/*.parquet') b
+            WHERE a.word = 'paris' AND b.word <> 'paris' ORDER BY similarity DESC LIMIT 3"""
+    ).fetchall()
+    assert [word for word, _ in duck] == [w for w, _ in ours.most_similar("paris", topn=3)]
+
+    spark_schema = spark.read.parquet(f"{directory}/vectors.parquet").schema.simpleString()
+    assert spark_schema == "struct<word:string,vector:array<float>,count:bigint>"
+
+
+def test_query_cli_follows_latest_and_answers(planted_run, capsys):
+    storage = planted_run["storage"]
+    assert main([local(storage, "export"), "analogy", "france", "paris", "berlin", "--topn", "1"]) == 0
+    assert capsys.readouterr().out.split()[-1] == "germany"
+    assert main([local(storage, "export"), "similar", "no-such-word"]) == 2
+
+
+def test_reexport_is_a_new_version_normalised_and_old_ones_are_pruned(spark, planted_run):
+    storage = planted_run["storage"]
+    first = export(spark, storage, "export.keep_versions=2")["counts"]["version"]
+    skipped = export(spark, storage, "export.keep_versions=2")["counts"]["version"]
+    assert skipped == first  # same model and settings: already published
+    second = export(spark, storage, "export.normalize=true", "export.keep_versions=2")["counts"]["version"]
+    assert second == first + 1
+    vectors = Vectors.load_parquet(local(storage, version_directory(second)) + "/vectors.parquet")
+    np.testing.assert_allclose(np.linalg.norm(vectors.vectors, axis=1), 1.0, rtol=1e-5)
+    export(spark, storage, "export.keep_versions=2", "export.normalize=false", "evaluate.neighbours=3")
+    names = [n for n in storage.list_names("export") if n.startswith("version=")]
+    assert len(names) == 2 and storage.list_names("_staging") == []
+
+
+def fake_run(spark, storage, words):
+    """A run root with a vocabulary and one model round, as if trained."""
+    count = len(words)
+    vocab = pa.table({"word": words, "id": pa.array(range(count), pa.int32()),
+                      "count": pa.array(range(count, 0, -1), pa.int64()),
+                      "keep_prob": [1.0] * count, "noise_weight": [1.0 / count] * count})
+    model = pa.table({"id": pa.array(range(count), pa.int32()),
+                      "w_in": matrix_to_lists(np.eye(count, 4, dtype=np.float32)),
+                      "w_out": matrix_to_lists(np.zeros((count, 4), np.float32))}, schema=MODEL_SCHEMA)
+    spark.createDataFrame(vocab.to_pandas()).write.parquet(storage.path("vocab"))
+    spark.createDataFrame(model.to_pandas()).write.parquet(storage.path(round_directory(1)))
+    storage.write_json(LATEST_FILE, {"round": 1})
+    storage.write_json("reports/vocab.json", {"counts": {"vocab_size": count}})
+    storage.write_json("reports/train.json", {"settings": {}, "counts": {}})
+
+
+def test_whitespace_words_are_refused_before_anything_is_written(spark, storage):
+    fake_run(spark, storage, ["ok", "fine"])
+    first = export(spark, storage)["counts"]["version"]
+    storage.delete("vocab")
+    storage.delete("reports/export.json")
+    fake_run_words = ["ok", "two words"]
+    vocab = pa.table({"word": fake_run_words, "id": pa.array([0, 1], pa.int32()),
+                      "count": pa.array([2, 1], pa.int64()), "keep_prob": [1.0, 1.0], "noise_weight": [0.5, 0.5]})
+    spark.createDataFrame(vocab.to_pandas()).write.parquet(storage.path("vocab"))
+    with pytest.raises(UserError, match="'two words' contains whitespace.*corpus.split_pattern"):
+        export(spark, storage, "export.normalize=true")
+    assert storage.read_json(EXPORT_LATEST)["version"] == first
+    assert [n for n in storage.list_names("export") if n.startswith("version=")] == [f"version={first:06d}"]
+    assert storage.list_names("_staging") == []

@@ -1,0 +1,99 @@
+import gzip
+import re
+import unicodedata
+
+import numpy as np
+import pytest
+from conftest import make_config
+from pyspark.sql import functions as F
+
+from sgns_spark.tokenize import count_words, read_sentences, sentence_lengths, split_text
+
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+def reference_tokens(text: str) -> list[list[str]]:
+    """Plain-Python tokenization: NFKC, lowercase, split on non-letter/digit/underscore."""
+    lines = unicodedata.normalize("NFKC", text).lower().split("\n")
+    return [[token for token in re.split(r"[^\w]+|_", line) if token] for line in lines]
+
+
+def collected(sentences):
+    rows = sentences.orderBy("sentence_key").select("tokens").collect()
+    return [row["tokens"] for row in rows if row["tokens"]]
+
+
+def test_sentence_lengths_cut_long_lines_and_drop_empty_ones():
+    lengths = sentence_lengths(np.array([0, 3, 10, 7, 0]), max_length=5)
+    assert lengths.tolist() == [3, 5, 5, 5, 2]
+
+
+def test_split_text_normalises_and_keeps_line_structure():
+    settings = make_config().corpus
+    tokens, line_lengths = split_text("ＡＢＣ Straße, ﬁne!\n\nÉcole 42_x", settings)
+    assert tokens.to_pylist() == ["abc", "straße", "fine", "école", "42_x"]
+    assert line_lengths.tolist() == [3, 0, 2]
+
+
+def test_giant_single_line_is_split_over_partitions_without_loss(spark, tmp_path):
+    rng = np.random.default_rng(7)
+    words = [WORDS[i] + str(i * 7 % 13) for i in rng.integers(0, len(WORDS), size=60_000)]
+    path = tmp_path / "giant.txt"
+    path.write_text(" " + " ".join(words))  # one line, leading space, like text8
+    config = make_config("corpus.max_sentence_length=1000")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(64 * 1024))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1500")
+    try:
+        sentences = read_sentences(spark, str(path), config.corpus)
+        assert sentences.rdd.getNumPartitions() > 4
+        per_sentence = collected(sentences)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+    assert [token for sentence in per_sentence for token in sentence] == words
+    assert max(len(sentence) for sentence in per_sentence) == 1000
+    assert len(per_sentence) < len(words) / 500  # cut at the cap, not at every batch
+
+
+def test_lines_become_sentences_and_gzip_is_read(spark, tmp_path):
+    text = "The cat sat.\nA dog, the DOG!\n\nÉlan ＦＵＬＬ width\n"
+    path = tmp_path / "small.txt.gz"
+    path.write_bytes(gzip.compress(text.encode("utf-8")))
+    sentences = collected(read_sentences(spark, str(path), make_config().corpus))
+    assert sentences == [line for line in reference_tokens(text) if line]
+
+
+def test_word_counts_match_python_reference(spark, tmp_path):
+    text = "\n".join(" ".join(WORDS[: 1 + i % len(WORDS)]) for i in range(200))
+    path = tmp_path / "counts.txt"
+    path.write_text(text)
+    counts = {row["word"]: row["count"] for row in
+              count_words(read_sentences(spark, str(path), make_config().corpus)).collect()}
+    expected: dict[str, int] = {}
+    for line in reference_tokens(text):
+        for token in line:
+            expected[token] = expected.get(token, 0) + 1
+    assert counts == expected
+
+
+def test_invalid_utf8_is_replaced_and_counted(spark, tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"good words here \xff\xfe more good \xc3 words\n")
+    sentences = read_sentences(spark, str(path), make_config().corpus)
+    totals = sentences.agg(F.sum("invalid_bytes"), F.sum("input_bytes")).first()
+    assert totals[0] == 3
+    assert totals[1] == len(path.read_bytes()) + 1  # each record regains its separator
+    assert collected(sentences) == [["good", "words", "here", "more", "good", "words"]]
+
+
+@pytest.mark.parametrize("max_length", [10, 37])
+def test_sentence_cap_holds_for_multi_line_text(spark, tmp_path, max_length):
+    lines = [" ".join(WORDS * (i % 9)) for i in range(30)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines))
+    config = make_config(f"corpus.max_sentence_length={max_length}")
+    sentences = collected(read_sentences(spark, str(path), config.corpus))
+    expected = []
+    for line in reference_tokens("\n".join(lines)):
+        expected.extend(line[i : i + max_length] for i in range(0, len(line), max_length))
+    assert sentences == expected

@@ -1,0 +1,76 @@
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import make_config
+
+from sgns_spark.stages import run_vocab_stage
+from sgns_spark.tokenize import read_sentences
+from sgns_spark.vocab import build_vocab, encode_corpus
+
+
+def corpus_text() -> str:
+    rng = np.random.default_rng(3)
+    words = [f"w{rank}" for rank in range(40)]
+    probabilities = 1.0 / np.arange(1, 41)
+    probabilities /= probabilities.sum()
+    lines = [" ".join(rng.choice(words, size=25, p=probabilities)) for _ in range(120)]
+    return "\n".join(lines)
+
+
+def reference_vocab(text: str, min_count: int, max_size: int, sample: float, alpha: float):
+    counts = Counter(text.split())
+    kept = sorted(((c, w) for w, c in counts.items() if c >= min_count), key=lambda cw: (-cw[0], cw[1]))
+    if max_size:
+        kept = kept[:max_size]
+    total = sum(c for c, _ in kept)
+    noise_total = sum(c**alpha for c, _ in kept)
+    rows = []
+    for index, (count, word) in enumerate(kept):
+        threshold = sample * total
+        keep = min(1.0, (math.sqrt(count / threshold) + 1) * threshold / count)
+        rows.append((word, index, count, keep, count**alpha / noise_total))
+    return rows
+
+
+@pytest.mark.parametrize("min_count,max_size,sample,alpha", [(5, 0, 1e-3, 0.75), (20, 7, 1e-2, 0.5)])
+def test_vocab_matches_plain_python(spark, tmp_path, min_count, max_size, sample, alpha):
+    text = corpus_text()
+    path = tmp_path / "corpus.txt"
+    path.write_text(text)
+    config = make_config(f"vocab.min_count={min_count}", f"vocab.max_vocab_size={max_size}",
+                         f"vocab.sample={sample}", f"vocab.noise_exponent={alpha}")
+    from sgns_spark.tokenize import count_words
+    vocab = build_vocab(count_words(read_sentences(spark, str(path), config.corpus)), config.vocab)
+    rows = [(r.word, r.id, r["count"], r.keep_prob, r.noise_weight) for r in vocab.orderBy("id").collect()]
+    expected = reference_vocab(text, min_count, max_size, sample, alpha)
+    assert [row[:3] for row in rows] == [row[:3] for row in expected]
+    np.testing.assert_allclose([row[3:] for row in rows], [row[3:] for row in expected], rtol=1e-12)
+
+
+def test_encoded_corpus_drops_unknown_words_and_empty_sentences(spark, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("a b c a\nzzz\nb a q\n")
+    sentences = read_sentences(spark, str(path), make_config().corpus)
+    encoded = encode_corpus(sentences, ["a", "b", "c"], partitions=3)
+    assert sorted(row["ids"] for row in encoded.collect()) == [[0, 1, 2, 0], [1, 0]]
+
+
+def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, storage, tmp_path):
+    text = corpus_text()
+    path = tmp_path / "corpus.txt"
+    path.write_text(text)
+    config = make_config()
+    report = run_vocab_stage(spark, config, str(path), storage)
+    assert report["counts"]["corpus_tokens"] == len(text.split())
+    expected = reference_vocab(text, 5, 0, 1e-3, 0.75)
+    assert report["counts"]["vocab_size"] == len(expected)
+    assert report["counts"]["retained_tokens"] == sum(row[2] for row in expected)
+    assert storage.exists("vocab/_SUCCESS") and storage.exists("corpus/_SUCCESS")
+    assert storage.list_names("_staging") == []
+    assert storage.read_json("reports/vocab.json")["counts"] == report["counts"]
+    encoded = spark.read.parquet(storage.path("corpus"))
+    assert encoded.selectExpr("sum(size(ids))").first()[0] == report["counts"]["retained_tokens"]
+    again = run_vocab_stage(spark, config, str(path), storage)
+    assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back
