@@ -14,7 +14,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,26 +32,52 @@ SIZE_FRACTIONS = (0.25, 0.5, 1.0)
 MASTER = "local[2]"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
+READ_CHUNK = 1 << 24  # characters read at a time while streaming the corpus
+
+
+def corpus_words(source: Path):
+    """Yield the corpus's words, streaming (the bench process stays small: a child forked
+    from it inherits its peak RSS, which would then be misreported as the child's)."""
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as stream:
+        tail = ""
+        while chunk := stream.read(READ_CHUNK):
+            pieces = (tail + chunk).split(" ")
+            tail = pieces.pop()
+            for line in pieces:
+                yield from line.split()
+        yield from tail.split()
 
 
 def prepare_corpus(source: Path, fraction: float) -> tuple[Path, int]:
     """The first `fraction` of the corpus's words, as lines of LINE_WORDS words (cached)."""
     target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}.txt"
-    if not target.exists():
-        opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rt", encoding="utf-8") as stream:
-            words = stream.read().split()
-        words = words[: int(len(words) * fraction)]
+    counted = target.with_suffix(".words")
+    if not counted.exists():
+        limit = int(sum(1 for _ in corpus_words(source)) * fraction)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as out:
-            for start in range(0, len(words), LINE_WORDS):
-                out.write(" ".join(words[start : start + LINE_WORDS]) + "\n")
-    with open(target, encoding="utf-8") as stream:
-        return target, sum(len(line.split()) for line in stream)
+            line: list[str] = []
+            for index, word in enumerate(corpus_words(source)):
+                if index == limit:
+                    break
+                line.append(word)
+                if len(line) == LINE_WORDS:
+                    out.write(" ".join(line) + "\n")
+                    line = []
+            if line:
+                out.write(" ".join(line) + "\n")
+        counted.write_text(str(limit))
+    return target, int(counted.read_text())
 
 
-def child_peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / KIB_PER_MIB
+def run_measured(command: list[str]) -> float:
+    """Run a command to completion; return its peak RSS in MiB (its own, via wait4)."""
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench: {command[1]} failed with exit code {os.waitstatus_to_exitcode(status)}")
+    return usage.ru_maxrss / KIB_PER_MIB
 
 
 def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str) -> dict:
@@ -69,7 +94,7 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str) -> di
         "--set", f"evaluate.similarity_path={WORDSIM}", "--set", "spark.driver_memory=4g",
     ]
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    run_measured(command)
     wall = time.perf_counter() - started
     reports = {stage: json.loads((root / "reports" / f"{stage}.json").read_text())
                for stage in ("vocab", "train", "export")}
@@ -91,12 +116,10 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str) -> di
 def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int) -> dict:
     """Run a reference system in a fresh process so its peak RSS is its own."""
     output = RESULTS / "cache" / f"{system}-{os.getpid()}.json"
-    subprocess.run([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
-                    "--epochs", str(epochs), "--shards", str(shards), "--child-output", str(output)],
-                   check=True)
+    peak = run_measured([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
+                         "--epochs", str(epochs), "--shards", str(shards), "--child-output", str(output)])
     result = json.loads(output.read_text())
-    result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"],
-                  driver_rss_mib=child_peak_rss_mib())
+    result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"], driver_rss_mib=peak)
     return result
 
 
@@ -142,7 +165,9 @@ def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
     started = time.perf_counter()
     model = estimator.fit(sentences)
     train_seconds = time.perf_counter() - started
-    table = model.getVectors().toArrow()
+    counts = sentences.select(F.explode("words").alias("word")).groupBy("word").count()
+    # MLlib's vectors come in no particular order; the analogy needs the most frequent first
+    table = model.getVectors().join(counts, "word").orderBy(F.desc("count"), "word").toArrow()
     vectors_path = output.with_suffix(".txt")
     with open(vectors_path, "w", encoding="utf-8") as out:
         out.write(f"{table.num_rows} {SETTINGS['dim']}\n")

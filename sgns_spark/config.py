@@ -64,7 +64,7 @@ class TrainSettings:
     rounds_per_epoch: int = 4  # averaging rounds per epoch; 1..10000
     learning_rate: float = 0.025  # start of the linear decay; 1e-6..10
     min_learning_rate_ratio: float = 1e-4  # floor of the decay, times learning_rate; 0..1
-    batch_centers: int = 512  # center words per vectorized minibatch; 1..1_000_000
+    batch_centers: int = 512  # center words per vectorized minibatch; 1..1_000_000 (4096 diverged)
     seed: int = 1  # every random draw derives from it; 0..2**63-1
     keep_rounds: int = 2  # model rounds kept on disk, newest first; 1..1000
     restart: bool = False  # true: discard saved rounds and train from round 0

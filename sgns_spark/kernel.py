@@ -35,6 +35,7 @@ def sgns_step(
     learning_rate: float,
     input_scale: np.ndarray,
     output_scale: np.ndarray,
+    with_loss: bool = True,
 ) -> float:
     """Apply one SGD step in place; return the batch's summed loss before the update.
 
@@ -57,6 +58,8 @@ def sgns_step(
     learning_rate : float
     input_scale, output_scale : numpy.ndarray
         ``(rows,) float32`` factor on the step of each row of v and v' (1 = plain SGD).
+    with_loss : bool
+        Compute the loss (it costs about 5% of the step); 0.0 is returned otherwise.
 
     Returns
     -------
@@ -74,8 +77,10 @@ def sgns_step(
     labels = np.zeros(outputs.shape[1], dtype=np.float32)
     labels[0] = 1.0  # (1 + k,)
     mask = context_mask[:, :, None].astype(np.float32)  # (B, 2W+1, 1)
-    likelihood = np.where(labels == 1.0, probabilities, 1.0 - probabilities)
-    loss = -float((np.log(np.maximum(likelihood, LOG_FLOOR)) * mask).sum())
+    loss = 0.0
+    if with_loss:
+        likelihood = np.where(labels == 1.0, probabilities, 1.0 - probabilities)
+        loss = -float((np.log(np.maximum(likelihood, LOG_FLOOR)) * mask).sum())
     gradient = (labels - probabilities) * mask  # (B, 2W+1, 1 + k), d(-loss)/d(score)
     context_update = np.matmul(gradient, outputs)  # (B, 2W+1, dim)
     output_update = np.matmul(gradient.transpose(0, 2, 1), contexts)  # (B, 1 + k, dim)

@@ -149,13 +149,14 @@ class Trainer:
         total_rounds = train.epochs * train.rounds_per_epoch
         resumed_from = latest["round"]
         totals = {"words": 0, "pairs": 0, "loss": 0.0}
-        worker_peak_rss = 0.0
+        worker_peak_rss, worker_python = 0.0, ""
         started = time.perf_counter()
         for global_round in range(resumed_from + 1, total_rounds + 1):
             statistics = self.train_round(global_round)
             for key in totals:
                 totals[key] += statistics[key]
             worker_peak_rss = max(worker_peak_rss, statistics["worker_peak_rss_mib"])
+            worker_python = statistics["worker_python"]
         elapsed = time.perf_counter() - started
         self.corpus.unpersist()
         report.counts = {
@@ -164,6 +165,7 @@ class Trainer:
             "mean_loss": totals["loss"] / max(totals["pairs"], 1),
             "words_per_second": totals["words"] / elapsed if elapsed else 0.0,
             "worker_peak_rss_mib": round(worker_peak_rss, 1),
+            "worker_python": worker_python,
         }
         report.step("train")
 
@@ -201,6 +203,7 @@ class Trainer:
         statistics = updates.where(F.col("id") == STATISTICS_ROW_ID).agg(
             F.sum("loss").alias("loss"), F.sum("pairs").alias("pairs"), F.sum("words").alias("words"),
             F.max("worker_peak_rss_mib").alias("worker_peak_rss_mib"),
+            F.max("worker_python").alias("worker_python"),
         ).first().asDict()
         statistics = {key: value or 0 for key, value in statistics.items()}
         if not math.isfinite(statistics["loss"]):

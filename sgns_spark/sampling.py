@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 STREAMS = ("subsample", "window", "noise")  # one independent generator per kind of draw
 OUTSIDE_SENTENCE = -1  # sentence index of positions beyond either end of the stream
+GUIDE_BUCKETS_PER_WORD = 4  # guide-table size per vocabulary word; more = fewer steps per draw
 
 
 def shard_generators(seed: int, epoch: int, round_index: int, shard: int) -> dict[str, np.random.Generator]:
@@ -27,6 +28,10 @@ def shard_generators(seed: int, epoch: int, round_index: int, shard: int) -> dic
 class NoiseSampler:
     """Draws word ids from the noise distribution P_n(w) ~ count(w)^alpha.
 
+    Inverse-CDF sampling sped up by a guide table (Chen and Asau, 1974): bucket j of a uniform
+    grid stores the first id whose cumulative probability exceeds j / buckets, so a draw starts
+    there and rarely steps on. Draws equal ``searchsorted(cumulative, u, side="right")``.
+
     Parameters
     ----------
     noise_weights : numpy.ndarray
@@ -36,12 +41,21 @@ class NoiseSampler:
     def __init__(self, noise_weights: np.ndarray):
         self.cumulative = np.cumsum(noise_weights)  # (vocab,) float64
         self.cumulative /= self.cumulative[-1]
+        buckets = GUIDE_BUCKETS_PER_WORD * self.cumulative.size
+        self.buckets = buckets
+        self.guide = np.searchsorted(self.cumulative, np.arange(buckets) / buckets, side="right")  # (buckets,)
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        """Return ids of the given shape, int64, by inverse-CDF search."""
-        uniform = rng.random(shape)
-        ids = np.searchsorted(self.cumulative, uniform, side="right")
-        return np.minimum(ids, self.cumulative.size - 1)
+        """Return ids of the given shape, int64."""
+        uniform = rng.random(shape).reshape(-1)  # (draws,)
+        ids = self.guide[(uniform * self.buckets).astype(np.int64)]  # (draws,) lower bounds
+        last = self.cumulative.size - 1
+        pending = np.flatnonzero(self.cumulative[np.minimum(ids, last)] <= uniform)
+        while pending.size:
+            ids[pending] += 1
+            still = self.cumulative[np.minimum(ids[pending], last)] <= uniform[pending]
+            pending = pending[still & (ids[pending] < last)]
+        return np.minimum(ids, last).reshape(shape)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ row with id `STATISTICS_ROW_ID`.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from sgns_spark.sampling import (
 )
 
 STATISTICS_ROW_ID = -1
+LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
 NEEDED_SCHEMA = pa.schema([("shard_key", pa.int32()), ("shard", pa.int32()), ("id", pa.int32())])
 UPDATE_SCHEMA = pa.schema([
     ("id", pa.int32()),
@@ -33,10 +35,11 @@ UPDATE_SCHEMA = pa.schema([
     ("touch_in", pa.int64()),
     ("w_out", pa.list_(pa.float32())),
     ("touch_out", pa.int64()),
-    ("loss", pa.float64()),  # statistics row only: summed pair loss, NaN if parameters blew up
+    ("loss", pa.float64()),  # statistics row only: summed pair loss (sampled), NaN if parameters blew up
     ("pairs", pa.int64()),  # statistics row only
     ("words", pa.int64()),  # statistics row only: raw tokens of the shard's slice
     ("worker_peak_rss_mib", pa.float64()),  # statistics row only: this Python worker's peak
+    ("worker_python", pa.string()),  # statistics row only: the executor's Python interpreter
 ])
 
 
@@ -125,12 +128,14 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
     input_vectors = lists_to_matrix(rows.column("w_in"), dim)[order]  # (local, dim) float32
     output_vectors = lists_to_matrix(rows.column("w_out"), dim)[order]  # (local, dim) float32
     input_scale, output_scale = averaging_step_scales(local_ids, plan)  # (local,) float32 each
-    center_rows = np.searchsorted(local_ids, samples.word_ids)  # (kept,) local row per token
-    noise_rows = np.searchsorted(local_ids, samples.noise_ids)  # (kept, negative)
+    local_row_of_id = np.zeros(plan.counts.value.size, dtype=np.int64)  # (vocab,)
+    local_row_of_id[local_ids] = np.arange(local_ids.size)
+    center_rows = local_row_of_id[samples.word_ids]  # (kept,) local row per token
+    noise_rows = local_row_of_id[samples.noise_ids]  # (kept, negative)
     touch_in = np.zeros(local_ids.size, dtype=np.int64)
     touch_out = np.zeros(local_ids.size, dtype=np.int64)
-    loss, pairs = 0.0, 0
-    for start in range(0, center_rows.size, settings.batch_centers):
+    loss, pairs, sampled_pairs = 0.0, 0, 0
+    for batch_number, start in enumerate(range(0, center_rows.size, settings.batch_centers)):
         stop = min(start + settings.batch_centers, center_rows.size)
         positions, mask = context_window(
             samples.sentence_index, samples.reduced_window, window, start, stop
@@ -138,12 +143,14 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
         window_rows = center_rows[positions]  # (B + 2W,)
         output_rows = np.concatenate([center_rows[start:stop, None], noise_rows[start:stop]], axis=1)
         fraction_done = samples.token_position[start] / max(raw_tokens, 1)
+        with_loss = batch_number % LOSS_SAMPLE_INTERVAL == 0
         loss += sgns_step(
             input_vectors, output_vectors, window_rows, mask, output_rows,
-            plan.learning_rate(fraction_done), input_scale, output_scale,
+            plan.learning_rate(fraction_done), input_scale, output_scale, with_loss,
         )
         contexts_per_center = mask.sum(axis=1)  # (B,)
         pairs += int(contexts_per_center.sum())
+        sampled_pairs += int(contexts_per_center.sum()) if with_loss else 0
         uses_per_position = np.zeros(window_rows.size, dtype=np.int64)  # (B + 2W,)
         for slot in range(mask.shape[1]):
             uses_per_position[slot : slot + mask.shape[0]] += mask[:, slot]
@@ -152,6 +159,7 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
             output_rows.reshape(-1), weights=np.repeat(contexts_per_center, output_rows.shape[1]),
             minlength=local_ids.size,
         ).astype(np.int64)
+    loss *= pairs / max(sampled_pairs, 1)  # the sampled batches' loss, scaled to all pairs
     if not (np.isfinite(input_vectors).all() and np.isfinite(output_vectors).all()):
         loss = float("nan")
     return updates_table(local_ids, input_vectors, touch_in, output_vectors, touch_out,
@@ -214,6 +222,7 @@ def updates_table(
             "pairs": pa.array(np.append(np.zeros(count, dtype=np.int64), pairs)),
             "words": pa.array(np.append(np.zeros(count, dtype=np.int64), words)),
             "worker_peak_rss_mib": pa.array(np.append(np.zeros(count), peak_rss_mib())),
+            "worker_python": pa.array([""] * count + [sys.executable], pa.string()),
         },
         schema=UPDATE_SCHEMA,
     )

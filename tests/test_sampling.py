@@ -52,3 +52,13 @@ def test_context_window_matches_a_loop():
         }
         slots = np.flatnonzero(mask[center - start])
         assert {positions[center - start + slot] for slot in slots} == expected
+
+
+def test_guide_table_draws_equal_inverse_cdf_search():
+    rng = np.random.default_rng(5)
+    weights = rng.pareto(1.0, 3000) + 1e-9
+    weights /= weights.sum()
+    sampler = NoiseSampler(weights)
+    uniform = np.random.default_rng(6).random(200_000)
+    expected = np.minimum(np.searchsorted(sampler.cumulative, uniform, side="right"), weights.size - 1)
+    np.testing.assert_array_equal(sampler.draw(np.random.default_rng(6), (200_000,)), expected)
