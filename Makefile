@@ -63,16 +63,18 @@ bench-report: $(BENCH_STAMP)
 
 # What a cluster needs: the library as a wheel, and a relocatable Python environment
 # (venv-pack) with the runtime dependencies; pyspark itself comes from the cluster's Spark.
-PACK_ENV := dist/pack-env
+DIST ?= dist
+PACK_ENV = $(DIST)/pack-env
 package: setup
-	rm -rf dist
-	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+	rm -rf $(DIST)
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(DIST) .
 	$(PYTHON) -m venv $(PACK_ENV)
-	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check dist/sgns_spark-*.whl --no-deps
+	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(DIST)/sgns_spark-*.whl
 	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check 'numpy>=2,<3' 'pyarrow>=15' 'pandas>=2.2,<3'
 	$(PY) -m pip install --quiet --disable-pip-version-check venv-pack
-	$(VENV)/bin/venv-pack --quiet -p $(PACK_ENV) -o dist/sgns_spark_env.tar.gz
-	@echo "built dist/sgns_spark_env.tar.gz and $$(ls dist/*.whl)"
+	$(VENV)/bin/venv-pack --quiet -p $(PACK_ENV) -o $(DIST)/sgns_spark_env.tar.gz
+	rm -rf $(PACK_ENV)
+	@echo "built $(DIST)/sgns_spark_env.tar.gz and $$(ls $(DIST)/*.whl)"
 
 clean:
 	rm -rf runs bench-results dist .pytest_cache

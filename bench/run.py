@@ -32,7 +32,7 @@ SIZE_FRACTIONS = (0.25, 0.5, 1.0)
 MASTER = "local[2]"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
-READ_CHUNK = 1 << 24  # characters read at a time while streaming the corpus
+READ_CHUNK = 1 << 20  # characters read at a time while streaming the corpus
 
 
 def corpus_words(source: Path):
