@@ -29,15 +29,11 @@ from sgns_spark.errors import UserError
 from sgns_spark.model_store import read_latest, read_round
 from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, previous_report, report_path
 from sgns_spark.storage import Storage
-from sgns_spark.vectors import word2vec_records
+from sgns_spark.vectors import BINARY_NAME, MANIFEST_NAME, PARQUET_NAME, TEXT_NAME, word2vec_records
 
 FORMAT_VERSION = 1
 EXPORT_DIRECTORY = "export"
 EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
-PARQUET_NAME = "vectors.parquet"
-TEXT_NAME = "vectors.txt"
-BINARY_NAME = "vectors.bin"
-MANIFEST_NAME = "manifest.json"
 WHITESPACE_PATTERN = r"\s"
 FORMATTED_SCHEMA = pa.schema([("text", pa.binary()), ("binary", pa.binary())])
 

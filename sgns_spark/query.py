@@ -17,8 +17,7 @@ from pathlib import Path
 
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
-from sgns_spark.export import MANIFEST_NAME, PARQUET_NAME
-from sgns_spark.vectors import Vectors
+from sgns_spark.vectors import MANIFEST_NAME, PARQUET_NAME, Vectors
 
 LATEST_NAME = "_LATEST"
 
