@@ -104,6 +104,11 @@ class Config:
         """Return one section as a plain dict, for reports and manifests."""
         return dataclasses.asdict(getattr(self, section))
 
+    def prefixed(self, section: str, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+        """One section as ``{"section.key": value}``, for the settings a stage records."""
+        return {f"{section}.{key}": value for key, value in self.section_dict(section).items()
+                if key not in leave_out}
+
     def as_dict(self) -> dict[str, Any]:
         """Return the whole configuration as a plain dict."""
         return dataclasses.asdict(self)

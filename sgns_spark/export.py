@@ -27,6 +27,7 @@ from sgns_spark.arrow import lists_to_matrix, spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.model_store import read_latest, read_round
+from sgns_spark.scoring import evaluation_vectors, score
 from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, previous_report, report_path
 from sgns_spark.storage import Storage
 from sgns_spark.vectors import BINARY_NAME, MANIFEST_NAME, PARQUET_NAME, TEXT_NAME, word2vec_records
@@ -59,8 +60,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scor
     if latest is None or not storage.exists(report_path("train")):
         raise UserError(f"run root {storage.root} has no trained model; run the train stage first")
     train_report = storage.read_json(report_path("train"))
-    settings = {"model_round": latest["round"],
-                **{f"export.{k}": v for k, v in config.section_dict("export").items()}}
+    settings = {"model_round": latest["round"], **config.prefixed("export")}
     previous = previous_report(storage, "export")
     if previous is not None and previous["settings"] == settings:
         print(f"[export] already published in {storage.root}; skipping", flush=True)
@@ -158,3 +158,19 @@ def prune_versions(storage: Storage, keep: int) -> None:
     versions = [name for name in storage.list_names(EXPORT_DIRECTORY) if name.startswith("version=")]
     for name in versions[:-keep]:
         storage.delete(f"{EXPORT_DIRECTORY}/{name}")
+
+
+def score_and_publish(spark: SparkSession, config: Config, storage: Storage) -> tuple[dict, dict]:
+    """Score the newest model round, then publish it with its scores.
+
+    Returns
+    -------
+    tuple of dict
+        The scores and the export stage's run report.
+    """
+    latest = read_latest(storage)
+    scores = {}
+    if latest is not None:
+        vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
+        scores = score(evaluation_vectors(vectors, config.evaluate), config.evaluate)
+    return scores, run_export_stage(spark, config, storage, scores)

@@ -94,9 +94,7 @@ def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> di
     if not storage.exists(report_path("vocab")):
         raise UserError(f"run root {storage.root} has no vocabulary; run the vocab stage first")
     vocab_report = storage.read_json(report_path("vocab"))
-    train_settings = {k: v for k, v in config.section_dict("train").items() if k != "restart"}
-    settings = {**{f"train.{k}": v for k, v in train_settings.items()},
-                "vocab": vocab_report["settings"]}
+    settings = {**config.prefixed("train", leave_out=("restart",)), "vocab": vocab_report["settings"]}
     if config.train.restart:
         storage.delete(MODEL_DIRECTORY)
         storage.delete(report_path("train"))

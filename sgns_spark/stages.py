@@ -100,8 +100,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storag
     dict
         The stage's run report.
     """
-    settings = {"input": input_path, **{f"corpus.{k}": v for k, v in config.section_dict("corpus").items()},
-                **{f"vocab.{k}": v for k, v in config.section_dict("vocab").items()}}
+    settings = {"input": input_path, **config.prefixed("corpus"), **config.prefixed("vocab")}
     done = completed_report(storage, "vocab", settings)
     if done is not None:
         print(f"[vocab] already done in {storage.root}; skipping", flush=True)
