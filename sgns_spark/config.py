@@ -58,13 +58,14 @@ class TrainSettings:
 
     dim: int = 100  # vector dimensions; 2..4096
     window: int = 5  # max context distance each side; shrunk uniformly per word; 1..100
-    negative: int = 5  # negatives per center word, shared by its contexts; 1..100
+    negative: int = 5  # noise samples per (center, context) pair; 1..100
+    noise_pool: int = 128  # noise words drawn per minibatch, met by all its pairs at weight negative/pool; 1..100000
     epochs: int = 1  # passes over the corpus; 1..1000
     num_shards: int = 2  # Spark tasks that train in parallel each round; 1..100000
     rounds_per_epoch: int = 4  # averaging rounds per epoch; 1..10000
     learning_rate: float = 0.025  # start of the linear decay; 1e-6..10
     min_learning_rate_ratio: float = 1e-4  # floor of the decay, times learning_rate; 0..1
-    batch_centers: int = 512  # center words per vectorized minibatch; 1..1_000_000 (4096 diverged)
+    batch_centers: int = 128  # center words per vectorized minibatch; 1..1_000_000, at most 2x noise_pool
     seed: int = 1  # every random draw derives from it; 0..2**63-1
     keep_rounds: int = 2  # model rounds kept on disk, newest first; 1..1000
     restart: bool = False  # true: discard saved rounds and train from round 0
@@ -127,6 +128,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.dim": (2, 4096),
     "train.window": (1, 100),
     "train.negative": (1, 100),
+    "train.noise_pool": (1, 100_000),
     "train.epochs": (1, 1000),
     "train.num_shards": (1, 100_000),
     "train.rounds_per_epoch": (1, 10_000),
@@ -144,6 +146,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "spark.log_level": ("ERROR", "WARN", "INFO", "DEBUG"),
 }
 MEMORY_PATTERN = re.compile(r"^\d+[kmgt]$", re.IGNORECASE)
+MAX_CENTERS_PER_NOISE_WORD = 2  # batch_centers / noise_pool above this wrecked quality (measured at 4)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -263,6 +266,13 @@ def validate(config: Config) -> None:
         )
     if not config.spark.app_name:
         raise UserError("spark.app_name must not be empty")
+    train = config.train
+    if train.batch_centers > MAX_CENTERS_PER_NOISE_WORD * train.noise_pool:
+        raise UserError(
+            f"train.batch_centers = {train.batch_centers} is more than {MAX_CENTERS_PER_NOISE_WORD}x "
+            f"train.noise_pool = {train.noise_pool}; each noise word's step grows with the ratio and "
+            "training degrades; raise train.noise_pool or lower train.batch_centers"
+        )
     _validate_split_pattern(config.corpus.split_pattern)
 
 

@@ -6,15 +6,22 @@ Notation, mapped once to the paper and to word2vec.c:
 * ``output_vectors`` = v', the output embeddings = word2vec.c ``syn1neg``
 
 As in word2vec.c's skip-gram, a (center w, context c) pair scores the *input* row of the
-context against the *output* rows of the center (label 1) and of k noise words (label 0):
+context against the *output* row of the center (label 1) and of noise words (label 0).
+Its k noise words are the minibatch's *noise pool*: M words drawn from P_n once per
+minibatch, each weighted k / M, so the k-sample sum is replaced by k times its mean over
+the pool (the same expectation, k E_n[log s(-v'_n . v_c)]):
 
-    loss = -[ log s(v'_w . v_c) + sum_k log s(-v'_nk . v_c) ]
+    loss(w, c) = -[ log s(v'_w . v_c) + (k / M) sum_m log s(-v'_m . v_c) ]
 
-Following HogBatch (Ji et al., 2016), the k noise words are drawn once per center and shared
-by all its contexts, so each center's scores are one small matrix product
-``(contexts, dim) x (dim, 1 + k)``. A minibatch is a run of consecutive centers: their
-contexts are windows over one gathered block of rows (a strided view, not a copy), and
-gradients of repeated rows are summed.
+Why a pool: every pair meets independent noise (sharing k noise words among one center's
+contexts, as HogBatch does, pushes co-occurring words together by chance and cost 2.7
+analogy points on the benchmark corpus), and the noise scores of the whole minibatch are
+one dense matrix product. The noise term does not depend on the center, so it is computed
+once per context position and weighted by the number of pairs that position is in.
+
+A minibatch is a run of B consecutive centers: their contexts are windows over one
+gathered block of P = B + 2W rows (a strided view, not a copy), and gradients of repeated
+rows are summed.
 """
 
 from __future__ import annotations
@@ -26,12 +33,23 @@ SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
 
 
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    """The logistic function in place on a float32 array (clipped first); returns it."""
+    np.clip(scores, -SCORE_CLIP, SCORE_CLIP, out=scores)
+    np.negative(scores, out=scores)
+    np.exp(scores, out=scores)
+    scores += 1.0
+    return np.reciprocal(scores, out=scores)
+
+
 def sgns_step(
     input_vectors: np.ndarray,
     output_vectors: np.ndarray,
     window_rows: np.ndarray,
     context_mask: np.ndarray,
-    output_rows: np.ndarray,
+    center_rows: np.ndarray,
+    noise_rows: np.ndarray,
+    negative: int,
     learning_rate: float,
     input_scale: np.ndarray,
     output_scale: np.ndarray,
@@ -49,12 +67,16 @@ def sgns_step(
     output_vectors : numpy.ndarray
         ``(rows, dim) float32`` v', updated in place.
     window_rows : numpy.ndarray
-        ``(B + 2W,) int64`` row of each position ``-W .. B+W-1``; any row where no center
-        uses the position as a context.
+        ``(P,) int64``, ``P = B + 2W``: row of each position ``-W .. B+W-1``; any row where
+        no center uses the position as a context.
     context_mask : numpy.ndarray
         ``(B, 2W + 1) bool``: slot j of center i is one of its contexts (never the center).
-    output_rows : numpy.ndarray
-        ``(B, 1 + k) int64``: column 0 the center's row, then its noise rows.
+    center_rows : numpy.ndarray
+        ``(B,) int64`` row of each center.
+    noise_rows : numpy.ndarray
+        ``(M,) int64`` rows of the minibatch's noise pool.
+    negative : int
+        k, the number of noise samples whose weight the pool carries per pair.
     learning_rate : float
     input_scale, output_scale : numpy.ndarray
         ``(rows,) float32`` factor on the step of each row of v and v' (1 = plain SGD).
@@ -67,31 +89,53 @@ def sgns_step(
         Sum over the batch's (center, context) pairs of the loss above.
     """
     batch, slots = context_mask.shape
-    dim = input_vectors.shape[1]
-    window_block = input_vectors[window_rows]  # (B + 2W, dim) float32
+    mask = context_mask.astype(np.float32)  # (B, 2W+1)
+    position_pairs = pairs_per_position(mask)  # (P,)
+    window_block = input_vectors[window_rows]  # (P, dim) float32
     contexts = sliding_window_view(window_block, slots, axis=0).transpose(0, 2, 1)  # (B, 2W+1, dim)
-    outputs = output_vectors[output_rows]  # (B, 1 + k, dim) float32
-    scores = np.matmul(contexts, outputs.transpose(0, 2, 1))  # (B, 2W+1, 1 + k)
-    np.clip(scores, -SCORE_CLIP, SCORE_CLIP, out=scores)
-    probabilities = 1.0 / (1.0 + np.exp(-scores))  # (B, 2W+1, 1 + k) float32
-    labels = np.zeros(outputs.shape[1], dtype=np.float32)
-    labels[0] = 1.0  # (1 + k,)
-    mask = context_mask[:, :, None].astype(np.float32)  # (B, 2W+1, 1)
+    centers = output_vectors[center_rows]  # (B, dim)
+    noise = output_vectors[noise_rows]  # (M, dim)
+    positive = sigmoid(np.matmul(contexts, centers[:, :, None])[:, :, 0])  # (B, 2W+1) s(v'_w . v_c)
+    negative_probability = sigmoid(window_block @ noise.T)  # (P, M) s(v'_m . v_c)
+    noise_weight = np.float32(negative / noise_rows.size)  # k / M
     loss = 0.0
     if with_loss:
-        likelihood = np.where(labels == 1.0, probabilities, 1.0 - probabilities)
-        loss = -float((np.log(np.maximum(likelihood, LOG_FLOOR)) * mask).sum())
-    gradient = (labels - probabilities) * mask  # (B, 2W+1, 1 + k), d(-loss)/d(score)
-    context_update = np.matmul(gradient, outputs)  # (B, 2W+1, dim)
-    output_update = np.matmul(gradient.transpose(0, 2, 1), contexts)  # (B, 1 + k, dim)
-    position_update = np.zeros_like(window_block)  # (B + 2W, dim): sum per position first
+        loss = -float((np.log(np.maximum(positive, LOG_FLOOR)) * mask).sum()) - float(
+            noise_weight
+            * (np.log(np.maximum(1.0 - negative_probability, LOG_FLOOR)).sum(axis=1) * position_pairs).sum()
+        )
+    positive_gradient = (1.0 - positive) * mask  # (B, 2W+1), d(-loss)/d(score)
+    negative_gradient = negative_probability  # (P, M), reused in place: -d(-loss)/d(score)
+    negative_gradient *= noise_weight * position_pairs[:, None]
+    position_update = negative_gradient @ noise  # (P, dim), to be subtracted
+    np.negative(position_update, out=position_update)
     for slot in range(slots):
-        position_update[slot : slot + batch] += context_update[:, slot]
-    position_update *= np.float32(learning_rate) * input_scale[window_rows][:, None]
-    output_update *= np.float32(learning_rate) * output_scale[output_rows][:, :, None]
+        position_update[slot : slot + batch] += positive_gradient[:, slot, None] * centers
+    center_update = np.matmul(positive_gradient[:, None, :], contexts)[:, 0]  # (B, dim)
+    noise_update = negative_gradient.T @ window_block  # (M, dim), to be subtracted
+    rate = np.float32(learning_rate)
+    position_update *= rate * input_scale[window_rows][:, None]
+    center_update *= rate * output_scale[center_rows][:, None]
+    noise_update *= -rate * output_scale[noise_rows][:, None]
     scatter_add_rows(input_vectors, window_rows, position_update)
-    scatter_add_rows(output_vectors, output_rows.reshape(-1), output_update.reshape(-1, dim))
+    scatter_add_rows(output_vectors, np.concatenate([center_rows, noise_rows]),
+                     np.concatenate([center_update, noise_update]))
     return loss
+
+
+def pairs_per_position(context_mask: np.ndarray) -> np.ndarray:
+    """``(B + 2W,) float32``: in how many pairs each position of the window block is the context.
+
+    Parameters
+    ----------
+    context_mask : numpy.ndarray
+        ``(B, 2W + 1)`` bool or float32, as `sgns_step` takes it.
+    """
+    batch, slots = context_mask.shape
+    pairs = np.zeros(batch + slots - 1, dtype=np.float32)  # (B + 2W,)
+    for slot in range(slots):
+        pairs[slot : slot + batch] += context_mask[:, slot]
+    return pairs
 
 
 def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray) -> None:

@@ -68,7 +68,7 @@ class ShardSamples:
     sentence_index : (kept,) int64, which sentence each kept token belongs to
     token_position : (kept,) int64, each kept token's position in the shard's raw token stream
     reduced_window : (kept,) int64, each center's window, uniform in 1..window
-    noise_ids : (kept, negative) int64, the noise words shared by each center's contexts
+    noise_ids : (minibatches, pool) int64, each minibatch's noise pool (see `sgns_spark.kernel`)
     """
 
     word_ids: np.ndarray
@@ -84,10 +84,12 @@ def draw_shard_samples(
     keep_probability: np.ndarray,
     noise: NoiseSampler,
     window: int,
-    negative: int,
+    batch_centers: int,
+    noise_pool: int,
     generators: dict[str, np.random.Generator],
 ) -> ShardSamples:
-    """Subsample a shard's tokens, then draw each kept center's window and noise words.
+    """Subsample a shard's tokens, then draw each kept center's window and each minibatch
+    of `batch_centers` kept centers its pool of `noise_pool` noise words.
 
     Parameters
     ----------
@@ -100,12 +102,13 @@ def draw_shard_samples(
     """
     kept = generators["subsample"].random(word_ids.size) < keep_probability[word_ids]
     kept_positions = np.flatnonzero(kept)  # (kept,)
+    minibatches = -(-kept_positions.size // batch_centers)  # ceiling division
     return ShardSamples(
         word_ids=word_ids[kept],
         sentence_index=sentence_index[kept],
         token_position=kept_positions,
         reduced_window=generators["window"].integers(1, window + 1, size=kept_positions.size),
-        noise_ids=noise.draw(generators["noise"], (kept_positions.size, negative)),
+        noise_ids=noise.draw(generators["noise"], (minibatches, noise_pool)),
     )
 
 

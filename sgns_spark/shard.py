@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from sgns_spark.arrow import list_lengths, lists_to_matrix, matrix_to_lists
 from sgns_spark.config import TrainSettings
-from sgns_spark.kernel import sgns_step
+from sgns_spark.kernel import pairs_per_position, sgns_step
 from sgns_spark.memory import peak_rss_mib
 from sgns_spark.sampling import (
     NoiseSampler,
@@ -89,8 +89,8 @@ def shard_samples(sentences: pa.Table, plan: RoundPlan) -> tuple[ShardSamples, i
     settings = plan.settings
     samples = draw_shard_samples(
         word_ids, sentence_index, plan.keep_probability.value,
-        NoiseSampler(plan.noise_weights.value), settings.window, settings.negative,
-        shard_generators(settings.seed, plan.epoch, plan.round_index, shard),
+        NoiseSampler(plan.noise_weights.value), settings.window, settings.batch_centers,
+        settings.noise_pool, shard_generators(settings.seed, plan.epoch, plan.round_index, shard),
     )
     return samples, shard, word_ids.size
 
@@ -132,7 +132,7 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
     local_row_of_id = np.zeros(plan.counts.value.size, dtype=np.int64)  # (vocab,)
     local_row_of_id[local_ids] = np.arange(local_ids.size)
     center_rows = local_row_of_id[samples.word_ids]  # (kept,) local row per token
-    noise_rows = local_row_of_id[samples.noise_ids]  # (kept, negative)
+    noise_rows = local_row_of_id[samples.noise_ids]  # (minibatches, pool)
     touch_in = np.zeros(local_ids.size, dtype=np.int64)
     touch_out = np.zeros(local_ids.size, dtype=np.int64)
     loss, pairs, sampled_pairs = 0.0, 0, 0
@@ -142,24 +142,21 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
             samples.sentence_index, samples.reduced_window, window, start, stop
         )  # (B + 2W,), (B, 2W + 1)
         window_rows = center_rows[positions]  # (B + 2W,)
-        output_rows = np.concatenate([center_rows[start:stop, None], noise_rows[start:stop]], axis=1)
+        centers, pool = center_rows[start:stop], noise_rows[batch_number]  # (B,), (pool,)
         fraction_done = samples.token_position[start] / max(raw_tokens, 1)
         with_loss = batch_number % LOSS_SAMPLE_INTERVAL == 0
         loss += sgns_step(
-            input_vectors, output_vectors, window_rows, mask, output_rows,
-            plan.learning_rate(fraction_done), input_scale, output_scale, with_loss,
+            input_vectors, output_vectors, window_rows, mask, centers, pool,
+            settings.negative, plan.learning_rate(fraction_done), input_scale, output_scale, with_loss,
         )
         contexts_per_center = mask.sum(axis=1)  # (B,)
-        pairs += int(contexts_per_center.sum())
-        sampled_pairs += int(contexts_per_center.sum()) if with_loss else 0
-        uses_per_position = np.zeros(window_rows.size, dtype=np.int64)  # (B + 2W,)
-        for slot in range(mask.shape[1]):
-            uses_per_position[slot : slot + mask.shape[0]] += mask[:, slot]
-        touch_in += np.bincount(window_rows, weights=uses_per_position, minlength=local_ids.size).astype(np.int64)
-        touch_out += np.bincount(
-            output_rows.reshape(-1), weights=np.repeat(contexts_per_center, output_rows.shape[1]),
-            minlength=local_ids.size,
-        ).astype(np.int64)
+        batch_pairs = int(contexts_per_center.sum())
+        pairs += batch_pairs
+        sampled_pairs += batch_pairs if with_loss else 0
+        rows = local_ids.size
+        touch_in += np.bincount(window_rows, weights=pairs_per_position(mask), minlength=rows).astype(np.int64)
+        touch_out += np.bincount(centers, weights=contexts_per_center, minlength=rows).astype(np.int64)
+        touch_out += np.bincount(pool, minlength=rows) * batch_pairs  # every pair meets the pool
     loss *= pairs / max(sampled_pairs, 1)  # the sampled batches' loss, scaled to all pairs
     if not (np.isfinite(input_vectors).all() and np.isfinite(output_vectors).all()):
         loss = float("nan")
@@ -193,11 +190,12 @@ def averaging_step_scales(local_ids: np.ndarray, plan: RoundPlan) -> tuple[np.nd
     slices = settings.num_shards * settings.rounds_per_epoch
     kept_counts = plan.counts.value * plan.keep_probability.value  # (vocab,) expected kept
     kept_share = kept_counts[local_ids] / kept_counts.sum()  # (local,) share of kept tokens
-    noise_share = plan.noise_weights.value[local_ids] * settings.negative  # (local,) per center
+    batches_per_shard = kept_counts.sum() / slices / settings.batch_centers
+    pool_share = plan.noise_weights.value[local_ids] * settings.noise_pool  # (local,) per minibatch
     per_shard_as_word = kept_counts[local_ids] / slices  # (local,) expected occurrences
-    per_shard_as_noise = noise_share * kept_counts.sum() / slices
+    per_shard_as_noise = pool_share * batches_per_shard
     per_batch_as_context = kept_share * settings.batch_centers * 2 * settings.window
-    per_batch_as_output = (kept_share + noise_share) * settings.batch_centers
+    per_batch_as_output = kept_share * settings.batch_centers + pool_share
     other_shards = settings.num_shards - 1
     input_scale = 1.0 + other_shards * -np.expm1(-per_shard_as_word) / (1.0 + per_batch_as_context)
     output_scale = 1.0 + other_shards * -np.expm1(-(per_shard_as_word + per_shard_as_noise)) / (

@@ -40,6 +40,12 @@ def test_every_range_is_enforced_with_the_field_named(name):
             load_config(None, [f"{name}={value}"])
 
 
+def test_minibatch_larger_than_twice_the_noise_pool_is_rejected():
+    load_config(None, ["train.batch_centers=256", "train.noise_pool=128"])
+    with pytest.raises(UserError, match="train.batch_centers = 257 is more than 2x train.noise_pool = 128"):
+        load_config(None, ["train.batch_centers=257", "train.noise_pool=128"])
+
+
 def test_unknown_key_is_rejected():
     with pytest.raises(UserError, match="unknown config key train.epoch;"):
         load_config(None, ["train.epoch=5"])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sgns_spark.kernel import scatter_add_rows, sgns_step
+from sgns_spark.kernel import pairs_per_position, scatter_add_rows, sgns_step
 
 WINDOW = 2
 SLOTS = 2 * WINDOW + 1
@@ -12,40 +12,49 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def batch_with_duplicates(rng, rows=7, dim=5, batch=6, negative=3):
+NEGATIVE = 3
+
+
+def batch_with_duplicates(rng, rows=7, dim=5, batch=6, pool=4):
+    """One minibatch: input and output rows, window rows, context mask, centers, noise pool."""
     input_vectors = rng.normal(0, 0.5, (rows, dim)).astype(np.float32)
     output_vectors = rng.normal(0, 0.5, (rows, dim)).astype(np.float32)
     window_rows = rng.integers(0, 3, size=batch + 2 * WINDOW)  # few rows: many repeats
     mask = rng.random((batch, SLOTS)) < 0.7
     mask[:, WINDOW] = False
-    output_rows = rng.integers(0, 4, size=(batch, 1 + negative))
-    return input_vectors, output_vectors, window_rows, mask, output_rows
+    center_rows = rng.integers(0, 4, size=batch)
+    noise_rows = rng.integers(0, 4, size=pool)  # overlaps centers and itself
+    return input_vectors, output_vectors, window_rows, mask, center_rows, noise_rows
 
 
-def pairs_of(window_rows, mask, output_rows):
-    """(context row, center row, noise rows) for every pair, in the kernel's layout."""
+def pairs_of(window_rows, mask, center_rows):
+    """(context row, center row) for every pair, in the kernel's layout."""
     for center, slot in zip(*np.nonzero(mask), strict=True):
-        yield window_rows[center + slot], output_rows[center, 0], output_rows[center, 1:]
+        yield window_rows[center + slot], center_rows[center]
 
 
-def reference_loss(input_vectors, output_vectors, window_rows, mask, output_rows):
+def reference_loss(input_vectors, output_vectors, window_rows, mask, center_rows, noise_rows):
+    """The documented loss, pair by pair: each pool word at weight NEGATIVE / pool size."""
+    weight = NEGATIVE / noise_rows.size
     loss = 0.0
-    for context, center, noise in pairs_of(window_rows, mask, output_rows):
+    for context, center in pairs_of(window_rows, mask, center_rows):
         v = input_vectors[context].astype(np.float64)
         loss -= np.log(sigmoid(output_vectors[center] @ v))
-        for n in noise:
-            loss -= np.log(sigmoid(-(output_vectors[n] @ v)))
+        for n in noise_rows:
+            loss -= weight * np.log(sigmoid(-(output_vectors[n] @ v)))
     return loss
 
 
-def reference_step(input_vectors, output_vectors, window_rows, mask, output_rows, rate, in_scale, out_scale):
+def reference_step(input_vectors, output_vectors, window_rows, mask, center_rows, noise_rows, rate,
+                   in_scale, out_scale):
     """Minibatch SGD written pair by pair: every gradient from the pre-step parameters, summed."""
     new_in, new_out = input_vectors.astype(np.float64), output_vectors.astype(np.float64)
-    for context, center, noise in pairs_of(window_rows, mask, output_rows):
+    weight = NEGATIVE / noise_rows.size
+    for context, center in pairs_of(window_rows, mask, center_rows):
         v = input_vectors[context].astype(np.float64)
-        for row, label in [(center, 1.0)] + [(n, 0.0) for n in noise]:
+        for row, label, pair_weight in [(center, 1.0, 1.0)] + [(n, 0.0, weight) for n in noise_rows]:
             u = output_vectors[row].astype(np.float64)
-            g = label - sigmoid(u @ v)
+            g = pair_weight * (label - sigmoid(u @ v))
             new_in[context] += rate * in_scale[context] * g * u
             new_out[row] += rate * out_scale[row] * g * v
     return new_in, new_out
@@ -59,7 +68,7 @@ def test_kernel_matches_per_pair_reference_with_duplicate_ids():
     expected_loss = reference_loss(*arrays)
     expected_in, expected_out = reference_step(*arrays, 0.1, in_scale, out_scale)
     input_vectors, output_vectors, *rest = (a.copy() for a in arrays)
-    loss = sgns_step(input_vectors, output_vectors, *rest, 0.1, in_scale, out_scale)
+    loss = sgns_step(input_vectors, output_vectors, *rest, NEGATIVE, 0.1, in_scale, out_scale)
     assert abs(loss - expected_loss) < 1e-4
     np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
     np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
@@ -68,23 +77,29 @@ def test_kernel_matches_per_pair_reference_with_duplicate_ids():
 def test_kernel_step_is_minus_the_finite_difference_gradient():
     rng = np.random.default_rng(1)
     arrays = batch_with_duplicates(rng, dim=4)
-    input_vectors, output_vectors, window_rows, mask, output_rows = arrays
+    input_vectors, output_vectors, *batch = arrays
     ones = np.ones(7, dtype=np.float32)
     rate = 1e-3
     stepped_in, stepped_out = input_vectors.copy(), output_vectors.copy()
-    sgns_step(stepped_in, stepped_out, window_rows, mask, output_rows, rate, ones, ones)
+    sgns_step(stepped_in, stepped_out, *batch, NEGATIVE, rate, ones, ones)
     epsilon = 1e-4
     for matrix, stepped in ((input_vectors, stepped_in), (output_vectors, stepped_out)):
         numeric = np.zeros_like(matrix, dtype=np.float64)
         for index in np.ndindex(matrix.shape):
             original = matrix[index]
             matrix[index] = original + epsilon
-            plus = reference_loss(input_vectors, output_vectors, window_rows, mask, output_rows)
+            plus = reference_loss(input_vectors, output_vectors, *batch)
             matrix[index] = original - epsilon
-            minus = reference_loss(input_vectors, output_vectors, window_rows, mask, output_rows)
+            minus = reference_loss(input_vectors, output_vectors, *batch)
             matrix[index] = original
             numeric[index] = (plus - minus) / (2 * epsilon)
         np.testing.assert_allclose((stepped - matrix) / rate, -numeric, atol=2e-2, rtol=2e-2)
+
+
+def test_pairs_per_position_counts_each_position_as_context():
+    mask = np.array([[1, 0, 0, 0, 1], [0, 1, 0, 1, 1]], dtype=bool)  # centers 0, 1 with W = 2
+    # center 0 uses positions 0 and 4; center 1 uses positions 2, 4 and 5 (slot j -> i + j)
+    np.testing.assert_array_equal(pairs_per_position(mask), [1, 0, 1, 0, 2, 1])
 
 
 def test_scatter_add_sums_repeated_rows():
@@ -95,7 +110,7 @@ def test_scatter_add_sums_repeated_rows():
 
 def test_loss_falls_on_a_toy_corpus():
     rng = np.random.default_rng(2)
-    rows, dim, batch, negative = 20, 8, 16, 3
+    rows, dim, batch, pool = 20, 8, 16, 6
     input_vectors = ((rng.random((rows, dim)) - 0.5) / dim).astype(np.float32)
     output_vectors = np.zeros((rows, dim), dtype=np.float32)
     stream = np.tile(np.arange(10), 40)  # a repeating sentence: strong co-occurrence
@@ -107,10 +122,9 @@ def test_loss_falls_on_a_toy_corpus():
             window_rows = stream[start - WINDOW : start + batch + WINDOW]
             mask = np.ones((batch, SLOTS), dtype=bool)
             mask[:, WINDOW] = False
-            output_rows = np.concatenate(
-                [stream[start : start + batch, None], rng.integers(10, rows, (batch, negative))], axis=1
-            )
-            total += sgns_step(input_vectors, output_vectors, window_rows, mask, output_rows, 0.05, ones, ones)
+            centers, noise = stream[start : start + batch], rng.integers(10, rows, pool)
+            total += sgns_step(input_vectors, output_vectors, window_rows, mask, centers, noise, NEGATIVE, 0.05,
+                               ones, ones)
         losses.append(total)
     assert losses[-1] < 0.25 * losses[0]
     assert all(later <= earlier * 1.01 for earlier, later in zip(losses, losses[1:], strict=False))

@@ -21,12 +21,12 @@ def test_subsampling_keeps_words_at_their_keep_probability():
     keep = np.array([1.0, 0.5, 0.1, 0.02])
     word_ids = np.repeat(np.arange(4), 250_000).astype(np.int32)
     samples = draw_shard_samples(word_ids, np.zeros(word_ids.size, np.int64), keep,
-                                 NoiseSampler(np.full(4, 0.25)), window=3, negative=2,
-                                 generators=shard_generators(1, 0, 0, 0))
+                                 NoiseSampler(np.full(4, 0.25)), window=3, batch_centers=1000,
+                                 noise_pool=7, generators=shard_generators(1, 0, 0, 0))
     kept_rate = np.bincount(samples.word_ids, minlength=4) / 250_000
     np.testing.assert_allclose(kept_rate, keep, atol=3e-3)
     assert samples.reduced_window.min() == 1 and samples.reduced_window.max() == 3
-    assert samples.noise_ids.shape == (samples.word_ids.size, 2)
+    assert samples.noise_ids.shape == (-(-samples.word_ids.size // 1000), 7)  # a pool per minibatch
 
 
 def test_draws_depend_only_on_seed_epoch_round_and_shard():
