@@ -1,4 +1,5 @@
-"""Render the benchmark history in bench-results/ as a markdown table and a PNG chart."""
+"""Render the benchmark history in bench-results/ as a markdown table and a PNG chart
+(runs with scores; memory-mode runs print their own table)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def load_rows() -> list[dict]:
         record = json.loads(path.read_text())
         for row in record["rows"]:
             rows.append({"stamp": record["stamp"], "mode": record["mode"], "quick": record["quick"], **row})
-    return rows
+    return [row for row in rows if "analogy" in row]  # memory-mode rows have no scores
 
 
 def label(row: dict) -> str:

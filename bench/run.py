@@ -5,7 +5,7 @@ scored by the project's own evaluation code (DESIGN.md section 5). One JSON file
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
-                        [--quick] [--mode default|scaling|size]
+                        [--quick] [--mode default|scaling|size|memory]
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ MASTER = "local[2]"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
 READ_CHUNK = 1 << 20  # characters read at a time while streaming the corpus
+MEMORY_VOCABS = (100_000, 2_000_000)  # vocabulary sizes compared by the memory mode
+MEMORY_TOKENS = 10_000_000  # Zipf draws of the memory corpus, besides one occurrence per word
+MEMORY_SETTINGS = {**SETTINGS, "dim": 128, "min_count": 1}
+MEMORY_SEED = 1
+ZIPF_EXPONENT = 1.0
+FLOAT32_BYTES = 4
+BYTES_PER_MIB = 1 << 20
 
 
 def corpus_words(source: Path):
@@ -71,6 +78,36 @@ def prepare_corpus(source: Path, fraction: float) -> tuple[Path, int]:
     return target, int(counted.read_text())
 
 
+def zipf_corpus(vocab_size: int, zipf_tokens: int) -> tuple[Path, int]:
+    """A synthetic corpus over exactly `vocab_size` words (cached): every word once, plus
+    `zipf_tokens` draws from a Zipf law over the same words, shuffled into 1000-word lines."""
+    target = RESULTS / "cache" / f"zipf-{vocab_size}-{zipf_tokens}.txt"
+    if not target.exists():
+        import numpy as np
+
+        rng = np.random.default_rng(MEMORY_SEED)
+        cumulative = np.cumsum(1.0 / np.arange(1, vocab_size + 1) ** ZIPF_EXPONENT)  # (vocab,)
+        draws = np.searchsorted(cumulative, rng.random(zipf_tokens) * cumulative[-1], side="right")
+        ids = rng.permutation(np.concatenate([np.arange(vocab_size), draws]))  # (tokens,)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="ascii") as out:
+            for start in range(0, ids.size, LINE_WORDS):
+                out.write(" ".join(f"w{word}" for word in ids[start : start + LINE_WORDS].tolist()) + "\n")
+    return target, vocab_size + zipf_tokens
+
+
+def run_memory(fraction: float, epochs: int, shards: int) -> list[dict]:
+    """The pipeline on Zipf corpora of a small and a large vocabulary, same token count."""
+    rows = []
+    for vocab_size in MEMORY_VOCABS:
+        size = int(vocab_size * fraction)
+        corpus, words = zipf_corpus(size, int(MEMORY_TOKENS * fraction))
+        row = run_ours(corpus, words, epochs, shards, f"memory-{size}", MEMORY_SETTINGS, evaluate=False)
+        row["parameters_mib"] = 2 * row["vocab_size"] * row["dim"] * FLOAT32_BYTES / BYTES_PER_MIB
+        rows.append(row)
+    return rows
+
+
 def run_measured(command: list[str]) -> float:
     """Run a command to completion; return its peak RSS in MiB (its own, via wait4)."""
     process = subprocess.Popen(command)
@@ -80,37 +117,44 @@ def run_measured(command: list[str]) -> float:
     return usage.ru_maxrss / KIB_PER_MIB
 
 
-def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str) -> dict:
+def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
+             settings: dict = SETTINGS, evaluate: bool = True) -> dict:
     """The project's pipeline through jobs/pipeline.py, timed per stage from its reports."""
     root = RESULTS / "runs" / tag
     subprocess.run(["rm", "-rf", str(root)], check=True)
-    command = [
-        sys.executable, str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root),
-        "--input", str(corpus), "--set", f"spark.master={MASTER}",
-        "--set", f"train.dim={SETTINGS['dim']}", "--set", f"train.window={SETTINGS['window']}",
-        "--set", f"train.negative={SETTINGS['negative']}", "--set", f"vocab.sample={SETTINGS['sample']}",
-        "--set", f"vocab.min_count={SETTINGS['min_count']}", "--set", f"train.epochs={epochs}",
-        "--set", f"train.num_shards={shards}", "--set", f"evaluate.analogy_path={QUESTIONS}",
-        "--set", f"evaluate.similarity_path={WORDSIM}", "--set", "spark.driver_memory=4g",
-    ]
+    overrides = {
+        "spark.master": MASTER, "spark.driver_memory": "4g", "train.dim": settings["dim"],
+        "train.window": settings["window"], "train.negative": settings["negative"],
+        "vocab.sample": settings["sample"], "vocab.min_count": settings["min_count"],
+        "train.epochs": epochs, "train.num_shards": shards,
+    }
+    if evaluate:
+        overrides.update({"evaluate.analogy_path": QUESTIONS, "evaluate.similarity_path": WORDSIM})
+    command = [sys.executable, str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(corpus)]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
     started = time.perf_counter()
     run_measured(command)
     wall = time.perf_counter() - started
     reports = {stage: json.loads((root / "reports" / f"{stage}.json").read_text())
                for stage in ("vocab", "train", "export")}
-    manifest_path = json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:")
-    evaluation = json.loads((Path(manifest_path) / "manifest.json").read_text())["evaluation"]
     train_seconds = reports["train"]["seconds"]["total"]
-    return {
+    row = {
         "system": "ours", "epochs": epochs, "shards": shards, "corpus_words": words,
+        "vocab_size": reports["train"]["counts"]["vocab_size"], "dim": settings["dim"],
         "vocab_s": reports["vocab"]["seconds"]["total"], "train_s": train_seconds,
         "export_s": reports["export"]["seconds"]["total"], "wall_s": wall,
         "words_per_s": words * epochs / train_seconds,
         "driver_rss_mib": max(r["driver_peak_rss_mib"] for r in reports.values()),
+        **{f"driver_rss_{stage}_mib": report["driver_peak_rss_mib"] for stage, report in reports.items()},
         "worker_rss_mib": reports["train"]["counts"]["worker_peak_rss_mib"],
-        "analogy": evaluation["analogy"]["accuracy"], "analogy_coverage": evaluation["analogy"]["coverage"],
-        "ws353": evaluation["similarity"]["spearman"],
     }
+    if evaluate:
+        manifest_path = json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:")
+        evaluation = json.loads((Path(manifest_path) / "manifest.json").read_text())["evaluation"]
+        row.update(analogy=evaluation["analogy"]["accuracy"], analogy_coverage=evaluation["analogy"]["coverage"],
+                   ws353=evaluation["similarity"]["spearman"])
+    return row
 
 
 def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int) -> dict:
@@ -204,6 +248,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def memory_markdown(rows: list[dict]) -> str:
+    """Peak RSS per stage against the model's size (driver figures are the peak so far)."""
+    columns = ["vocab_size", "dim", "parameters_mib", "corpus_words", "train_s", "driver_rss_vocab_mib",
+               "driver_rss_train_mib", "driver_rss_export_mib", "worker_rss_mib"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[column]:,.0f}" for column in columns) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -211,7 +265,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--systems", default="ours,gensim,mllib")
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
-    parser.add_argument("--mode", choices=("default", "scaling", "size"), default="default")
+    parser.add_argument("--mode", choices=("default", "scaling", "size", "memory"), default="default")
     parser.add_argument("--child", choices=("gensim", "mllib"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -224,7 +278,9 @@ def main() -> None:
     fraction = QUICK_FRACTION if arguments.quick else 1.0
     systems = arguments.systems.split(",")
     rows = []
-    if arguments.mode == "scaling":
+    if arguments.mode == "memory":
+        rows = run_memory(fraction, arguments.epochs, arguments.shards)
+    elif arguments.mode == "scaling":
         corpus, words = prepare_corpus(arguments.corpus, fraction)
         rows = [run_ours(corpus, words, arguments.epochs, shards, f"scaling-{shards}") for shards in SCALING_SHARDS]
     elif arguments.mode == "size":
@@ -243,7 +299,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
     (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
-    print(markdown(rows))
+    print(memory_markdown(rows) if arguments.mode == "memory" else markdown(rows))
 
 
 if __name__ == "__main__":

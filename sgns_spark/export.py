@@ -37,6 +37,7 @@ EXPORT_DIRECTORY = "export"
 EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
 WHITESPACE_PATTERN = r"\s"
 FORMATTED_SCHEMA = pa.schema([("text", pa.binary()), ("binary", pa.binary())])
+FORMAT_BLOCK_ROWS = 4096  # words per formatted block: the driver holds about one block (~5 MB at dim 128)
 
 
 def version_directory(version: int) -> str:
@@ -116,8 +117,9 @@ def refuse_whitespace_words(vectors: DataFrame) -> None:
 def write_word2vec_files(ordered: DataFrame, storage: Storage, staged: str) -> tuple[int, int]:
     """Stream the word2vec text and binary files through the driver, a block at a time.
 
-    Executors format the records; the driver only concatenates blocks in id order, so its
-    memory holds one block, never the model. Returns (vocab size, dim).
+    Executors format the records in blocks of `FORMAT_BLOCK_ROWS` words; the driver only
+    concatenates blocks in id order, so its memory holds a few blocks, never the model.
+    Returns (vocab size, dim).
     """
     first = ordered.select("vector").first()
     dim = len(first["vector"])
@@ -135,15 +137,15 @@ def write_word2vec_files(ordered: DataFrame, storage: Storage, staged: str) -> t
 
 
 def format_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: one (text, binary) word2vec block per Arrow batch."""
+    """Executor side: one (text, binary) word2vec block per `FORMAT_BLOCK_ROWS` words."""
     for batch in batches:
-        words = batch.column(0).to_pylist()
-        if not words:
-            continue
-        vectors = lists_to_matrix(batch.column(1), len(batch.column(1)[0]))
-        text = b"".join(word2vec_records(words, vectors, binary=False))
-        binary = b"".join(word2vec_records(words, vectors, binary=True))
-        yield pa.RecordBatch.from_arrays([pa.array([text]), pa.array([binary])], schema=FORMATTED_SCHEMA)
+        for start in range(0, batch.num_rows, FORMAT_BLOCK_ROWS):
+            block = batch.slice(start, FORMAT_BLOCK_ROWS)
+            words = block.column(0).to_pylist()
+            vectors = lists_to_matrix(block.column(1), len(block.column(1)[0]))
+            text = b"".join(word2vec_records(words, vectors, binary=False))
+            binary = b"".join(word2vec_records(words, vectors, binary=True))
+            yield pa.RecordBatch.from_arrays([pa.array([text]), pa.array([binary])], schema=FORMATTED_SCHEMA)
 
 
 def next_version(storage: Storage) -> int:

@@ -31,6 +31,7 @@ MODEL_DIRECTORY = "model"
 LATEST_FILE = f"{MODEL_DIRECTORY}/_LATEST"
 INIT_BLOCK_ROWS = 4096  # ids initialised together from one seeded generator
 INIT_STREAM = 0x5EED  # separates init draws from training draws of the same seed
+AVERAGE_BUCKET_ROWS = 1 << 16  # model rows averaged together at most (about 64 MiB at dim 128)
 MODEL_SCHEMA = pa.schema([
     ("id", pa.int32()),
     ("w_in", pa.list_(pa.float32())),
@@ -94,8 +95,11 @@ def initialise_block(table: pa.Table, dim: int, seed: int) -> pa.Table:
     )
 
 
-def average_into(model: DataFrame, updates: DataFrame, dim: int, partitions: int) -> DataFrame:
+def average_into(model: DataFrame, updates: DataFrame, dim: int, vocab_size: int, partitions: int) -> DataFrame:
     """The next model: each touched row the touch-weighted mean of its shards' rows.
+
+    Rows are averaged in at least `partitions` buckets of at most `AVERAGE_BUCKET_ROWS` ids,
+    so an executor's memory stays bounded however large the vocabulary grows.
 
     Parameters
     ----------
@@ -104,13 +108,18 @@ def average_into(model: DataFrame, updates: DataFrame, dim: int, partitions: int
     updates : DataFrame
         Rows emitted by the shards (`sgns_spark.shard.UPDATE_SCHEMA`), statistics row included.
     """
-    bucket = F.pmod(F.col("id"), F.lit(partitions)).alias("bucket")
+    bucket = F.pmod(F.col("id"), F.lit(average_buckets(vocab_size, partitions))).alias("bucket")
     touched = updates.where(F.col("id") != STATISTICS_ROW_ID).select(
         bucket, "id", "w_in", "touch_in", "w_out", "touch_out"
     )
     return model.select(bucket, "id", "w_in", "w_out").groupBy("bucket").cogroup(
         touched.groupBy("bucket")
     ).applyInArrow(cogrouped_function(average_bucket, dim=dim), spark_schema(MODEL_SCHEMA))
+
+
+def average_buckets(vocab_size: int, partitions: int) -> int:
+    """How many buckets (ids modulo the count) the averaging splits the model into."""
+    return max(partitions, -(-vocab_size // AVERAGE_BUCKET_ROWS))  # ceiling division
 
 
 def average_bucket(current: pa.Table, touched: pa.Table, dim: int) -> pa.Table:

@@ -210,13 +210,16 @@ class Trainer:
                 f"train.learning_rate (now {train.learning_rate}); model round "
                 f"{global_round - 1} stays the latest"
             )
-        self.commit(average_into(model, updates, train.dim, train.num_shards), global_round)
+        trained = time.perf_counter()
+        self.commit(average_into(model, updates, train.dim, self.vocab_size, train.num_shards), global_round)
         updates.unpersist()
-        seconds = time.perf_counter() - started
+        committed = time.perf_counter()
+        seconds = committed - started
         print(
             f"[train] epoch {plan.epoch + 1}/{train.epochs} round {plan.round_index + 1}/"
             f"{train.rounds_per_epoch}: {statistics['words']:,} words in {seconds:.1f} s "
-            f"({statistics['words'] / seconds:,.0f} words/s), loss "
+            f"(shards {trained - started:.1f} s, average and commit {committed - trained:.1f} s; "
+            f"{statistics['words'] / seconds:,.0f} words/s), loss "
             f"{statistics['loss'] / max(statistics['pairs'], 1):.4f}, "
             f"lr {plan.learning_rate(0.0):.5f}",
             flush=True,

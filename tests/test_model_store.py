@@ -2,7 +2,14 @@ import numpy as np
 import pyarrow as pa
 
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
-from sgns_spark.model_store import MODEL_SCHEMA, average_bucket, average_into, initial_model
+from sgns_spark.model_store import (
+    AVERAGE_BUCKET_ROWS,
+    MODEL_SCHEMA,
+    average_bucket,
+    average_buckets,
+    average_into,
+    initial_model,
+)
 from sgns_spark.shard import STATISTICS_ROW_ID, updates_table
 
 DIM = 3
@@ -51,11 +58,19 @@ def test_average_into_on_spark_ignores_statistics_and_keeps_untouched(spark):
         np.ones((3, DIM), np.float32), np.array([0, 0, 1]), loss=1.5, pairs=3, words=9,
     )
     assert shard_output.column("id").to_pylist() == [3, STATISTICS_ROW_ID]
-    rows = {row["id"]: row for row in
-            average_into(model, spark.createDataFrame(shard_output.to_pandas()), DIM, partitions=3).collect()}
+    averaged = average_into(model, spark.createDataFrame(shard_output.to_pandas()), DIM, vocab_size=4, partitions=3)
+    rows = {row["id"]: row for row in averaged.collect()}
     assert sorted(rows) == [0, 1, 2, 3]
     assert rows[1]["w_in"] == [3.0, 4.0, 5.0] and rows[2]["w_in"] == [6.0, 7.0, 8.0]
     assert rows[3]["w_in"] == [9.0, 9.0, 9.0] and rows[3]["w_out"] == [1.0, 1.0, 1.0]
+
+
+def test_average_buckets_bound_the_rows_a_task_holds():
+    assert average_buckets(68_000, 2) == 2
+    assert average_buckets(100, 16) == 16
+    for vocab_size in (AVERAGE_BUCKET_ROWS + 1, 2_000_000):
+        buckets = average_buckets(vocab_size, 2)
+        assert -(-vocab_size // buckets) <= AVERAGE_BUCKET_ROWS  # largest bucket of ids modulo buckets
 
 
 def test_initial_model_is_word2vec_init_and_independent_of_partitioning(spark):
