@@ -37,6 +37,7 @@ EXPORT_DIRECTORY = "export"
 EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
 WHITESPACE_PATTERN = r"\s"
 FORMATTED_SCHEMA = pa.schema([("text", pa.binary()), ("binary", pa.binary())])
+EXPORT_PARTITION_ROWS = 1 << 13  # words per sorted partition (~16 MB formatted at dim 128), one at a time
 FORMAT_BLOCK_ROWS = 4096  # words per formatted block: the driver holds about one block (~5 MB at dim 128)
 
 
@@ -70,11 +71,13 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scor
     report = StageReport("export", settings)
     vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
     refuse_whitespace_words(vectors)
-    ordered = vectors.orderBy("id")
+    vocab_size = vectors.count()
+    partitions = -(-vocab_size // EXPORT_PARTITION_ROWS)  # ceiling division
+    ordered = vectors.repartitionByRange(partitions, "id").sortWithinPartitions("id")
     staged = storage.staging_path("export")
     ordered.select("word", "vector", "count").write.parquet(storage.path(staged, PARQUET_NAME))
     report.step("parquet")
-    vocab_size, dim = write_word2vec_files(ordered, storage, staged)
+    dim = write_word2vec_files(ordered, vocab_size, storage, staged)
     report.step("word2vec")
     version = next_version(storage)
     manifest = {
@@ -114,16 +117,15 @@ def refuse_whitespace_words(vectors: DataFrame) -> None:
         )
 
 
-def write_word2vec_files(ordered: DataFrame, storage: Storage, staged: str) -> tuple[int, int]:
+def write_word2vec_files(ordered: DataFrame, vocab_size: int, storage: Storage, staged: str) -> int:
     """Stream the word2vec text and binary files through the driver, a block at a time.
 
     Executors format the records in blocks of `FORMAT_BLOCK_ROWS` words; the driver only
-    concatenates blocks in id order, so its memory holds a few blocks, never the model.
-    Returns (vocab size, dim).
+    concatenates blocks in id order. Its JVM holds one partition of `EXPORT_PARTITION_ROWS`
+    words at a time and its Python process a few blocks, never the model. Returns the dim.
     """
     first = ordered.select("vector").first()
     dim = len(first["vector"])
-    vocab_size = ordered.count()
     header = f"{vocab_size} {dim}\n".encode()
     formatted = ordered.select("word", "vector").mapInArrow(format_records, spark_schema(FORMATTED_SCHEMA))
     with storage.open_write(f"{staged}/{TEXT_NAME}") as text, \
@@ -133,7 +135,7 @@ def write_word2vec_files(ordered: DataFrame, storage: Storage, staged: str) -> t
         for row in formatted.toLocalIterator():
             text.write(row["text"])
             binary.write(row["binary"])
-    return vocab_size, dim
+    return dim
 
 
 def format_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
