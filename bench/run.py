@@ -36,6 +36,7 @@ READ_CHUNK = 1 << 20  # characters read at a time while streaming the corpus
 MEMORY_VOCABS = (100_000, 2_000_000)  # vocabulary sizes compared by the memory mode
 MEMORY_TOKENS = 10_000_000  # Zipf draws of the memory corpus, besides one occurrence per word
 MEMORY_SETTINGS = {**SETTINGS, "dim": 128, "min_count": 1}
+MEMORY_STAGES = ("vocab", "train")  # one process each, so each driver peak is the stage's own
 MEMORY_SEED = 1
 ZIPF_EXPONENT = 1.0
 FLOAT32_BYTES = 4
@@ -102,7 +103,7 @@ def run_memory(fraction: float, epochs: int, shards: int) -> list[dict]:
     for vocab_size in MEMORY_VOCABS:
         size = int(vocab_size * fraction)
         corpus, words = zipf_corpus(size, int(MEMORY_TOKENS * fraction))
-        row = run_ours(corpus, words, epochs, shards, f"memory-{size}", MEMORY_SETTINGS, evaluate=False)
+        row = run_ours(corpus, words, epochs, shards, f"memory-{size}", MEMORY_SETTINGS, MEMORY_STAGES)
         row["parameters_mib"] = 2 * row["vocab_size"] * row["dim"] * FLOAT32_BYTES / BYTES_PER_MIB
         rows.append(row)
     return rows
@@ -118,8 +119,12 @@ def run_measured(command: list[str]) -> float:
 
 
 def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
-             settings: dict = SETTINGS, evaluate: bool = True) -> dict:
-    """The project's pipeline through jobs/pipeline.py, timed per stage from its reports."""
+             settings: dict = SETTINGS, stages: tuple[str, ...] = ()) -> dict:
+    """The project's pipeline, timed per stage from its reports, scored from its manifest.
+
+    With `stages` given, each of those stage jobs runs in its own process instead of
+    jobs/pipeline.py, so each report's driver peak RSS is that stage's own; no scores then.
+    """
     root = RESULTS / "runs" / tag
     subprocess.run(["rm", "-rf", str(root)], check=True)
     overrides = {
@@ -128,22 +133,25 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
         "vocab.sample": settings["sample"], "vocab.min_count": settings["min_count"],
         "train.epochs": epochs, "train.num_shards": shards,
     }
+    evaluate = not stages
     if evaluate:
         overrides.update({"evaluate.analogy_path": QUESTIONS, "evaluate.similarity_path": WORDSIM})
-    command = [sys.executable, str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(corpus)]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={value}"]
+    settings_arguments = [argument for key, value in overrides.items() for argument in ("--set", f"{key}={value}")]
+    commands = [[str(REPOSITORY / "jobs" / f"{job}.py"), "--root", str(root),
+                 *(["--input", str(corpus)] if job in ("vocab", "pipeline") else []), *settings_arguments]
+                for job in stages or ("pipeline",)]
     started = time.perf_counter()
-    run_measured(command)
+    for command in commands:
+        run_measured([sys.executable, *command])
     wall = time.perf_counter() - started
     reports = {stage: json.loads((root / "reports" / f"{stage}.json").read_text())
-               for stage in ("vocab", "train", "export")}
+               for stage in stages or ("vocab", "train", "export")}
     train_seconds = reports["train"]["seconds"]["total"]
     row = {
         "system": "ours", "epochs": epochs, "shards": shards, "corpus_words": words,
         "vocab_size": reports["train"]["counts"]["vocab_size"], "dim": settings["dim"],
         "vocab_s": reports["vocab"]["seconds"]["total"], "train_s": train_seconds,
-        "export_s": reports["export"]["seconds"]["total"], "wall_s": wall,
+        "export_s": reports["export"]["seconds"]["total"] if "export" in reports else None, "wall_s": wall,
         "words_per_s": words * epochs / train_seconds,
         "driver_rss_mib": max(r["driver_peak_rss_mib"] for r in reports.values()),
         **{f"driver_rss_{stage}_mib": report["driver_peak_rss_mib"] for stage, report in reports.items()},
@@ -249,9 +257,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def memory_markdown(rows: list[dict]) -> str:
-    """Peak RSS per stage against the model's size (driver figures are the peak so far)."""
+    """Peak RSS per stage (each stage its own driver process) against the model's size."""
     columns = ["vocab_size", "dim", "parameters_mib", "corpus_words", "train_s", "driver_rss_vocab_mib",
-               "driver_rss_train_mib", "driver_rss_export_mib", "worker_rss_mib"]
+               "driver_rss_train_mib", "worker_rss_mib"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(f"{row[column]:,.0f}" for column in columns) + " |")
