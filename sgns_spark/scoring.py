@@ -47,4 +47,3 @@ def score(vectors: Vectors, settings: EvaluateSettings) -> dict:
         for word in settings.neighbour_words if word in vectors
     }
     return scores
-
