@@ -1,17 +1,15 @@
 """spark-submit entry point: score the newest model round and publish it as a new version."""
 
 from sgns_spark.cli import job_arguments, run_job
-from sgns_spark.export import score_and_publish
-from sgns_spark.summary import print_export_summary, print_scores
+from sgns_spark.export import run_export_stage
+from sgns_spark.summary import print_export_summary
 
 
 def main() -> None:
     arguments = job_arguments(__doc__).parse_args()
 
     def body(spark, config, storage):
-        scores, report = score_and_publish(spark, config, storage)
-        print_scores(scores)
-        print_export_summary(report)
+        print_export_summary(run_export_stage(spark, config, storage))
 
     run_job("export", arguments, body)
 

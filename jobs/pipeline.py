@@ -1,10 +1,10 @@
 """spark-submit entry point: the whole pipeline (vocab, train, evaluate, export) in one session."""
 
 from sgns_spark.cli import job_arguments, run_job
-from sgns_spark.export import score_and_publish
+from sgns_spark.export import run_export_stage
 from sgns_spark.rounds import run_train_stage
 from sgns_spark.stages import run_vocab_stage
-from sgns_spark.summary import print_export_summary, print_scores, print_train_summary, print_vocab_summary
+from sgns_spark.summary import print_export_summary, print_train_summary, print_vocab_summary
 
 
 def main() -> None:
@@ -13,9 +13,7 @@ def main() -> None:
     def body(spark, config, storage):
         print_vocab_summary(run_vocab_stage(spark, config, arguments.input, storage))
         print_train_summary(run_train_stage(spark, config, storage))
-        scores, report = score_and_publish(spark, config, storage)
-        print_scores(scores)
-        print_export_summary(report)
+        print_export_summary(run_export_stage(spark, config, storage))
 
     run_job("pipeline", arguments, body)
 

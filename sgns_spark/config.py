@@ -106,9 +106,13 @@ class Config:
         return dataclasses.asdict(getattr(self, section))
 
     def prefixed(self, section: str, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
-        """One section as ``{"section.key": value}``, for the settings a stage records."""
-        return {f"{section}.{key}": value for key, value in self.section_dict(section).items()
-                if key not in leave_out}
+        """One section as ``{"section.key": value}``, for the settings a stage records.
+
+        Tuples become lists, as they read back from the JSON report, so that settings compare
+        equal across runs.
+        """
+        return {f"{section}.{key}": list(value) if isinstance(value, tuple) else value
+                for key, value in self.section_dict(section).items() if key not in leave_out}
 
     def as_dict(self) -> dict[str, Any]:
         """Return the whole configuration as a plain dict."""

@@ -56,13 +56,18 @@ def published_vectors(spark: SparkSession, storage: Storage, model_round: int, n
     return vocab.join(model, "id")
 
 
-def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scores: dict) -> dict:
-    """Publish the newest model round with its evaluation `scores`; return the run report."""
+def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> dict:
+    """Score the newest model round and publish it with its scores; return the run report.
+
+    The scores (``evaluate`` settings) are in the report's ``counts["evaluation"]`` and in
+    the manifest. A re-run that finds the round already published returns the earlier
+    report without scoring again.
+    """
     latest = read_latest(storage)
     if latest is None or not storage.exists(report_path("train")):
         raise UserError(f"run root {storage.root} has no trained model; run the train stage first")
     train_report = storage.read_json(report_path("train"))
-    settings = {"model_round": latest["round"], **config.prefixed("export")}
+    settings = {"model_round": latest["round"], **config.prefixed("export"), **config.prefixed("evaluate")}
     previous = previous_report(storage, "export")
     if previous is not None and previous["settings"] == settings:
         print(f"[export] already published in {storage.root}; skipping", flush=True)
@@ -71,6 +76,8 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scor
     report = StageReport("export", settings)
     vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
     refuse_whitespace_words(vectors)
+    scores = score(evaluation_vectors(vectors, config.evaluate), config.evaluate)
+    report.step("evaluate")
     vocab_size = vectors.count()
     partitions = -(-vocab_size // EXPORT_PARTITION_ROWS)  # ceiling division
     ordered = vectors.repartitionByRange(partitions, "id").sortWithinPartitions("id")
@@ -101,7 +108,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage, scor
     storage.write_json(EXPORT_LATEST, {"version": version, "path": storage.path(version_directory(version))})
     prune_versions(storage, config.export.keep_versions)
     report.counts = {"version": version, "path": storage.path(version_directory(version)),
-                     "vocab_size": vocab_size, "dim": dim}
+                     "vocab_size": vocab_size, "dim": dim, "evaluation": scores}
     document = report.document()
     storage.write_json(report_path("export"), document)
     return document
@@ -163,18 +170,3 @@ def prune_versions(storage: Storage, keep: int) -> None:
     for name in versions[:-keep]:
         storage.delete(f"{EXPORT_DIRECTORY}/{name}")
 
-
-def score_and_publish(spark: SparkSession, config: Config, storage: Storage) -> tuple[dict, dict]:
-    """Score the newest model round, then publish it with its scores.
-
-    Returns
-    -------
-    tuple of dict
-        The scores and the export stage's run report.
-    """
-    latest = read_latest(storage)
-    scores = {}
-    if latest is not None:
-        vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
-        scores = score(evaluation_vectors(vectors, config.evaluate), config.evaluate)
-    return scores, run_export_stage(spark, config, storage, scores)

@@ -43,7 +43,8 @@ def print_scores(scores: dict) -> None:
 
 
 def print_export_summary(report: dict) -> None:
-    """Print where the published version is."""
+    """Print the published round's scores and where its version is."""
     counts = report["counts"]
+    print_scores(counts.get("evaluation", {}))  # export reports of earlier versions hold no scores
     print(f"[export] published version {counts['version']} ({counts['vocab_size']:,} words x "
           f"{counts['dim']}) at {counts['path']}", flush=True)

@@ -17,11 +17,8 @@ from sgns_spark.model_store import LATEST_FILE, MODEL_SCHEMA, round_directory
 from sgns_spark.query import load_vectors, main
 from sgns_spark.vectors import Vectors
 
-SCORES = {"analogy": {"accuracy": 0.5}}
-
-
 def export(spark, storage, *overrides):
-    return run_export_stage(spark, make_config(*overrides), storage, SCORES)
+    return run_export_stage(spark, make_config(*overrides), storage)
 
 
 def local(storage, relative):
@@ -30,12 +27,12 @@ def local(storage, relative):
 
 def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spark, planted_run):
     storage = planted_run["storage"]
-    report = export(spark, storage)
+    report = export(spark, storage, "evaluate.neighbour_words=paris", "evaluate.neighbours=4")
     version = report["counts"]["version"]
     directory = local(storage, version_directory(version))
     manifest = json.loads(open(f"{directory}/manifest.json").read())
     assert manifest["format_version"] == 1 and manifest["model_round"] == 4
-    assert manifest["evaluation"] == SCORES and manifest["normalized"] is False
+    assert manifest["evaluation"] == report["counts"]["evaluation"] and manifest["normalized"] is False
     assert manifest["vocab_size"] == storage.read_json("reports/vocab.json")["counts"]["vocab_size"]
     assert json.loads(open(local(storage, EXPORT_LATEST)).read())["version"] == version
 
@@ -53,6 +50,8 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
     assert list(text.index_to_key) == ours.index_to_key == list(binary.index_to_key)
     np.testing.assert_array_equal(binary.vectors, ours.vectors)
     np.testing.assert_allclose(text.vectors, ours.vectors, rtol=1e-5, atol=1e-7)
+    scored = manifest["evaluation"]["neighbours"]["paris"]  # scored on the rows published
+    assert [w for w, _ in scored] == [w for w, _ in binary.most_similar("paris", topn=4)]
     for word in ("paris", "king", "walked"):
         assert [w for w, _ in binary.most_similar(word, topn=5)] == [w for w, _ in ours.most_similar(word, topn=5)]
 
@@ -77,14 +76,18 @@ def test_query_cli_follows_latest_and_answers(planted_run, capsys):
 
 def test_reexport_is_a_new_version_normalised_and_old_ones_are_pruned(spark, planted_run):
     storage = planted_run["storage"]
-    first = export(spark, storage, "export.keep_versions=2")["counts"]["version"]
-    skipped = export(spark, storage, "export.keep_versions=2")["counts"]["version"]
-    assert skipped == first  # same model and settings: already published
+    first_report = export(spark, storage, "export.keep_versions=2", "evaluate.neighbour_words=king")
+    skipped = export(spark, storage, "export.keep_versions=2", "evaluate.neighbour_words=king")
+    first = first_report["counts"]["version"]
+    assert skipped == first_report  # same model and settings: already published, scores kept
     second = export(spark, storage, "export.normalize=true", "export.keep_versions=2")["counts"]["version"]
     assert second == first + 1
     vectors = Vectors.load_parquet(local(storage, version_directory(second)) + "/vectors.parquet")
     np.testing.assert_allclose(np.linalg.norm(vectors.vectors, axis=1), 1.0, rtol=1e-5)
-    export(spark, storage, "export.keep_versions=2", "export.normalize=false", "evaluate.neighbours=3")
+    third = export(spark, storage, "export.keep_versions=2", "export.normalize=true",
+                   "evaluate.neighbour_words=king", "evaluate.neighbours=3")
+    assert third["counts"]["version"] == second + 1  # other evaluation settings: scored and published anew
+    assert len(third["counts"]["evaluation"]["neighbours"]["king"]) == 3
     names = [n for n in storage.list_names("export") if n.startswith("version=")]
     assert len(names) == 2 and storage.list_names("_staging") == []
 
