@@ -21,7 +21,9 @@ once per context position and weighted by the number of pairs that position is i
 
 A minibatch is a run of B consecutive centers: their contexts are windows over one
 gathered block of P = B + 2W rows (a strided view, not a copy), and gradients of repeated
-rows are summed.
+rows are summed. A row's summed step is limited by its summed curvature
+(`curvature_step_limit`), so that frequent words, repeated many times in one minibatch, do
+not overshoot.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
+MAX_CURVATURE_STEP = np.float32(1.0)  # bound on rate x a row's summed curvature; see curvature_step_limit
 
 
 def sigmoid(scores: np.ndarray) -> np.ndarray:
@@ -55,7 +58,7 @@ def sgns_step(
     output_scale: np.ndarray,
     with_loss: bool = True,
 ) -> float:
-    """Apply one SGD step in place; return the batch's summed loss before the update.
+    """Apply one SGD step in place (curvature-limited per row); return the batch's loss before it.
 
     With ``W`` the window and ``B`` the batch of consecutive centers ``0..B-1`` (positions
     relative to the batch), slot ``j`` of center ``i`` is position ``i + j - W``.
@@ -105,22 +108,64 @@ def sgns_step(
             * (np.log(np.maximum(1.0 - negative_probability, LOG_FLOOR)).sum(axis=1) * position_pairs).sum()
         )
     positive_gradient = (1.0 - positive) * mask  # (B, 2W+1), d(-loss)/d(score)
+    positive_curvature = positive_gradient * positive  # (B, 2W+1), d2(loss)/d(score)2 = s (1 - s)
+    pair_noise_weight = noise_weight * position_pairs[:, None]  # (P, 1)
+    noise_curvature = (1.0 - negative_probability) * negative_probability * pair_noise_weight  # (P, M)
     negative_gradient = negative_probability  # (P, M), reused in place: -d(-loss)/d(score)
-    negative_gradient *= noise_weight * position_pairs[:, None]
+    negative_gradient *= pair_noise_weight
+    block_norms = np.einsum("pd,pd->p", window_block, window_block)  # (P,) |v_c|^2
+    center_norms = np.einsum("bd,bd->b", centers, centers)  # (B,) |v'_w|^2
     position_update = negative_gradient @ noise  # (P, dim), to be subtracted
     np.negative(position_update, out=position_update)
+    position_curvature = noise_curvature @ np.einsum("md,md->m", noise, noise)  # (P,)
     for slot in range(slots):
         position_update[slot : slot + batch] += positive_gradient[:, slot, None] * centers
+        position_curvature[slot : slot + batch] += positive_curvature[:, slot] * center_norms
     center_update = np.matmul(positive_gradient[:, None, :], contexts)[:, 0]  # (B, dim)
     noise_update = negative_gradient.T @ window_block  # (M, dim), to be subtracted
+    output_rows = np.concatenate([center_rows, noise_rows])  # (B + M,)
+    output_curvature = np.concatenate([
+        (positive_curvature * sliding_window_view(block_norms, slots)).sum(axis=1),  # (B,)
+        noise_curvature.T @ block_norms,  # (M,)
+    ])
     rate = np.float32(learning_rate)
-    position_update *= rate * input_scale[window_rows][:, None]
-    center_update *= rate * output_scale[center_rows][:, None]
-    noise_update *= -rate * output_scale[noise_rows][:, None]
+    input_rates = rate * input_scale[window_rows]  # (P,)
+    input_rates *= curvature_step_limit(window_rows, position_curvature, input_rates)
+    output_rates = rate * output_scale[output_rows]  # (B + M,)
+    output_rates *= curvature_step_limit(output_rows, output_curvature, output_rates)
+    position_update *= input_rates[:, None]
+    center_update *= output_rates[:batch, None]
+    noise_update *= -output_rates[batch:, None]
     scatter_add_rows(input_vectors, window_rows, position_update)
-    scatter_add_rows(output_vectors, np.concatenate([center_rows, noise_rows]),
-                     np.concatenate([center_update, noise_update]))
+    scatter_add_rows(output_vectors, output_rows, np.concatenate([center_update, noise_update]))
     return loss
+
+
+def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """``(slots,) float32`` factors <= 1 that keep each row's summed step from overshooting.
+
+    A minibatch sums all gradients of a row, every one taken at the pre-step values, where
+    sequential SGD would see each step's effect before the next. Along a direction where the
+    loss has curvature h, a step of rate x gradient overshoots when rate x h > 2. The row's
+    curvature is bounded by the sum over its slots of ``s(1 - s) |x|^2`` (the trace of its
+    Hessian block, x the vector it is scored against); where rate x that sum exceeds
+    `MAX_CURVATURE_STEP`, the row's step is scaled down to it. Rows of frequent words, summed
+    over many slots, are the ones limited; without this, training diverged once the learning
+    rate stayed near 0.025 for longer than about half an epoch (5-epoch runs).
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        ``(slots,)`` row of each slot, repeats allowed.
+    curvature : numpy.ndarray
+        ``(slots,)`` each slot's summed ``s(1 - s) |x|^2``.
+    rates : numpy.ndarray
+        ``(slots,)`` each slot's step size (the same for all slots of a row).
+    """
+    unique_rows, slot_row = np.unique(rows, return_inverse=True)
+    row_curvature = np.bincount(slot_row, weights=curvature, minlength=unique_rows.size)[slot_row]
+    step_curvature = (rates * row_curvature).astype(np.float32)  # (slots,)
+    return MAX_CURVATURE_STEP / np.maximum(step_curvature, MAX_CURVATURE_STEP)
 
 
 def pairs_per_position(context_mask: np.ndarray) -> np.ndarray:

@@ -46,18 +46,37 @@ def reference_loss(input_vectors, output_vectors, window_rows, mask, center_rows
 
 
 def reference_step(input_vectors, output_vectors, window_rows, mask, center_rows, noise_rows, rate,
-                   in_scale, out_scale):
-    """Minibatch SGD written pair by pair: every gradient from the pre-step parameters, summed."""
-    new_in, new_out = input_vectors.astype(np.float64), output_vectors.astype(np.float64)
+                   in_scale, out_scale, limited=True):
+    """Minibatch SGD written pair by pair: every gradient from the pre-step parameters, summed per
+    row, and (if `limited`) each row's step limited so that rate x its summed s(1 - s)|x|^2 is at
+    most 1.
+
+    Returns the new input and output vectors and the step factors of both (1 = not limited).
+    """
+    gradient_in = np.zeros(input_vectors.shape)
+    gradient_out = np.zeros(output_vectors.shape)
+    curvature_in = np.zeros(len(input_vectors))
+    curvature_out = np.zeros(len(output_vectors))
     weight = NEGATIVE / noise_rows.size
     for context, center in pairs_of(window_rows, mask, center_rows):
         v = input_vectors[context].astype(np.float64)
         for row, label, pair_weight in [(center, 1.0, 1.0)] + [(n, 0.0, weight) for n in noise_rows]:
             u = output_vectors[row].astype(np.float64)
-            g = pair_weight * (label - sigmoid(u @ v))
-            new_in[context] += rate * in_scale[context] * g * u
-            new_out[row] += rate * out_scale[row] * g * v
-    return new_in, new_out
+            probability = sigmoid(u @ v)
+            g = pair_weight * (label - probability)
+            gradient_in[context] += g * u
+            gradient_out[row] += g * v
+            curvature_in[context] += pair_weight * probability * (1 - probability) * (u @ u)
+            curvature_out[row] += pair_weight * probability * (1 - probability) * (v @ v)
+    factors = []
+    new_vectors = []
+    for vectors, gradient, curvature, scale in ((input_vectors, gradient_in, curvature_in, in_scale),
+                                                (output_vectors, gradient_out, curvature_out, out_scale)):
+        step = rate * scale
+        factor = np.minimum(1.0, 1.0 / np.maximum(step * curvature, 1e-12)) if limited else np.ones(len(vectors))
+        new_vectors.append(vectors + (step * factor)[:, None] * gradient)
+        factors.append(factor)
+    return (*new_vectors, *factors)
 
 
 def test_kernel_matches_per_pair_reference_with_duplicate_ids():
@@ -66,12 +85,27 @@ def test_kernel_matches_per_pair_reference_with_duplicate_ids():
     in_scale = rng.uniform(1, 2, 7).astype(np.float32)
     out_scale = rng.uniform(1, 2, 7).astype(np.float32)
     expected_loss = reference_loss(*arrays)
-    expected_in, expected_out = reference_step(*arrays, 0.1, in_scale, out_scale)
+    for rate in (0.1, 0.5):  # at 0.5 the step limit binds for some rows and not for others
+        expected_in, expected_out, factor_in, factor_out = reference_step(*arrays, rate, in_scale, out_scale)
+        input_vectors, output_vectors, *rest = (a.copy() for a in arrays)
+        loss = sgns_step(input_vectors, output_vectors, *rest, NEGATIVE, rate, in_scale, out_scale)
+        assert abs(loss - expected_loss) < 1e-4
+        np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
+        np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
+    factors = np.concatenate([factor_in, factor_out])
+    assert (factors < 0.9).any() and (factors[factors < 1] < 1).any() and (factors == 1).any()
+
+
+def test_step_limit_keeps_a_large_rate_from_raising_the_loss():
+    rng = np.random.default_rng(3)
+    arrays = batch_with_duplicates(rng)
+    ones = np.ones(7, dtype=np.float32)
+    before = reference_loss(*arrays)
+    plain_in, plain_out, *_ = reference_step(*arrays, 0.5, ones, ones, limited=False)
+    assert reference_loss(plain_in, plain_out, *arrays[2:]) > before  # summed stale steps overshoot
     input_vectors, output_vectors, *rest = (a.copy() for a in arrays)
-    loss = sgns_step(input_vectors, output_vectors, *rest, NEGATIVE, 0.1, in_scale, out_scale)
-    assert abs(loss - expected_loss) < 1e-4
-    np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
-    np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
+    sgns_step(input_vectors, output_vectors, *rest, NEGATIVE, 0.5, ones, ones)
+    assert reference_loss(input_vectors, output_vectors, *rest) < before
 
 
 def test_kernel_step_is_minus_the_finite_difference_gradient():
