@@ -17,6 +17,7 @@ from sgns_spark.model_store import LATEST_FILE, MODEL_SCHEMA, round_directory
 from sgns_spark.query import load_vectors, main
 from sgns_spark.vectors import Vectors
 
+
 def export(spark, storage, *overrides):
     return run_export_stage(spark, make_config(*overrides), storage)
 
