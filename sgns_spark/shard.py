@@ -133,9 +133,9 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
     local_row_of_id[local_ids] = np.arange(local_ids.size)
     center_rows = local_row_of_id[samples.word_ids]  # (kept,) local row per token
     noise_rows = local_row_of_id[samples.noise_ids]  # (minibatches, pool)
-    rows = local_ids.size
-    touch_in = np.zeros(rows, dtype=np.int64)
-    touch_out = np.zeros(rows, dtype=np.int64)
+    local_rows = local_ids.size
+    touch_in = np.zeros(local_rows, dtype=np.int64)
+    touch_out = np.zeros(local_rows, dtype=np.int64)
     loss, pairs, sampled_pairs = 0.0, 0, 0
     for batch_number, start in enumerate(range(0, center_rows.size, settings.batch_centers)):
         stop = min(start + settings.batch_centers, center_rows.size)
@@ -154,9 +154,9 @@ def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Tabl
         batch_pairs = int(contexts_per_center.sum())
         pairs += batch_pairs
         sampled_pairs += batch_pairs if with_loss else 0
-        touch_in += np.bincount(window_rows, weights=pairs_per_position(mask), minlength=rows).astype(np.int64)
-        touch_out += np.bincount(centers, weights=contexts_per_center, minlength=rows).astype(np.int64)
-        touch_out += np.bincount(pool, minlength=rows) * batch_pairs  # every pair meets the pool
+        touch_in += np.bincount(window_rows, weights=pairs_per_position(mask), minlength=local_rows).astype(np.int64)
+        touch_out += np.bincount(centers, weights=contexts_per_center, minlength=local_rows).astype(np.int64)
+        touch_out += np.bincount(pool, minlength=local_rows) * batch_pairs  # every pair meets the pool
     loss *= pairs / max(sampled_pairs, 1)  # the sampled batches' loss, scaled to all pairs
     if not (np.isfinite(input_vectors).all() and np.isfinite(output_vectors).all()):
         loss = float("nan")
