@@ -76,7 +76,9 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     report = StageReport("export", settings)
     vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
     refuse_whitespace_words(vectors)
-    scores = score(evaluation_vectors(vectors, config.evaluate), config.evaluate)
+    evaluated = evaluation_vectors(vectors, config.evaluate)  # always holds id 0, the most frequent word
+    scores = score(evaluated, config.evaluate)
+    dim = evaluated.vectors.shape[1]
     report.step("evaluate")
     vocab_size = vectors.count()
     partitions = -(-vocab_size // EXPORT_PARTITION_ROWS)  # ceiling division
@@ -84,7 +86,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     staged = storage.staging_path("export")
     ordered.select("word", "vector", "count").write.parquet(storage.path(staged, PARQUET_NAME))
     report.step("parquet")
-    dim = write_word2vec_files(ordered, vocab_size, storage, staged)
+    write_word2vec_files(ordered, vocab_size, dim, storage, staged)
     report.step("word2vec")
     version = next_version(storage)
     manifest = {
@@ -124,15 +126,13 @@ def refuse_whitespace_words(vectors: DataFrame) -> None:
         )
 
 
-def write_word2vec_files(ordered: DataFrame, vocab_size: int, storage: Storage, staged: str) -> int:
+def write_word2vec_files(ordered: DataFrame, vocab_size: int, dim: int, storage: Storage, staged: str) -> None:
     """Stream the word2vec text and binary files through the driver, a block at a time.
 
     Executors format the records in blocks of `FORMAT_BLOCK_ROWS` words; the driver only
     concatenates blocks in id order. Its JVM holds one partition of `EXPORT_PARTITION_ROWS`
-    words at a time and its Python process a few blocks, never the model. Returns the dim.
+    words at a time and its Python process a few blocks, never the model.
     """
-    first = ordered.select("vector").first()
-    dim = len(first["vector"])
     header = f"{vocab_size} {dim}\n".encode()
     formatted = ordered.select("word", "vector").mapInArrow(format_records, spark_schema(FORMATTED_SCHEMA))
     with storage.open_write(f"{staged}/{TEXT_NAME}") as text, \
@@ -142,7 +142,6 @@ def write_word2vec_files(ordered: DataFrame, vocab_size: int, storage: Storage, 
         for row in formatted.toLocalIterator():
             text.write(row["text"])
             binary.write(row["binary"])
-    return dim
 
 
 def format_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
