@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
+from functools import partial
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -30,15 +31,14 @@ from sgns_spark.model_store import read_latest, read_round
 from sgns_spark.scoring import evaluation_vectors, score
 from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, previous_report, report_path
 from sgns_spark.storage import Storage
-from sgns_spark.vectors import BINARY_NAME, MANIFEST_NAME, PARQUET_NAME, TEXT_NAME, word2vec_records
+from sgns_spark.vectors import BINARY_NAME, MANIFEST_NAME, PARQUET_NAME, TEXT_NAME, word2vec_record_bodies
 
 FORMAT_VERSION = 1
 EXPORT_DIRECTORY = "export"
 EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
 WHITESPACE_PATTERN = r"\s"
-FORMATTED_SCHEMA = pa.schema([("text", pa.binary()), ("binary", pa.binary())])
-EXPORT_PARTITION_ROWS = 1 << 13  # words per sorted partition (~16 MB formatted at dim 128), one at a time
-FORMAT_BLOCK_ROWS = 4096  # words per formatted block: the driver holds about one block (~5 MB at dim 128)
+RECORD_SCHEMA = pa.schema([("record", pa.binary())])
+EXPORT_PARTITION_ROWS = 1 << 13  # words per sorted partition, so per part file of each output
 
 
 def version_directory(version: int) -> str:
@@ -127,33 +127,34 @@ def refuse_whitespace_words(vectors: DataFrame) -> None:
 
 
 def write_word2vec_files(ordered: DataFrame, vocab_size: int, dim: int, storage: Storage, staged: str) -> None:
-    """Stream the word2vec text and binary files through the driver, a block at a time.
+    """Write the word2vec text and binary files; the vectors never pass through the driver.
 
-    Executors format the records in blocks of `FORMAT_BLOCK_ROWS` words; the driver only
-    concatenates blocks in id order. Its JVM holds one partition of `EXPORT_PARTITION_ROWS`
-    words at a time and its Python process a few blocks, never the model.
+    For each format, executors turn every word into its record and Spark's text writer stores
+    the records as part files in id order, ending each with the newline the format puts
+    there. Spark's cast from binary to string keeps the bytes as they are, so binary records
+    arrive intact. The driver's JVM then copies the header and the part files into the one
+    file through a fixed buffer (`Storage.concatenate`).
     """
     header = f"{vocab_size} {dim}\n".encode()
-    formatted = ordered.select("word", "vector").mapInArrow(format_records, spark_schema(FORMATTED_SCHEMA))
-    with storage.open_write(f"{staged}/{TEXT_NAME}") as text, \
-            storage.open_write(f"{staged}/{BINARY_NAME}") as binary:
-        text.write(header)
-        binary.write(header)
-        for row in formatted.toLocalIterator():
-            text.write(row["text"])
-            binary.write(row["binary"])
+    for name, binary in ((TEXT_NAME, False), (BINARY_NAME, True)):
+        parts = f"{staged}/{name}.parts"
+        records = ordered.select("word", "vector").mapInArrow(
+            partial(format_records, binary=binary), spark_schema(RECORD_SCHEMA)
+        )
+        records.select(F.col("record").cast("string")).write.text(storage.path(parts))
+        storage.concatenate(parts, f"{staged}/{name}", header)
+        storage.delete(parts)
 
 
-def format_records(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: one (text, binary) word2vec block per `FORMAT_BLOCK_ROWS` words."""
+def format_records(batches: Iterator[pa.RecordBatch], binary: bool) -> Iterator[pa.RecordBatch]:
+    """Executor side: each word's word2vec record, without its final newline, in order."""
     for batch in batches:
-        for start in range(0, batch.num_rows, FORMAT_BLOCK_ROWS):
-            block = batch.slice(start, FORMAT_BLOCK_ROWS)
-            words = block.column(0).to_pylist()
-            vectors = lists_to_matrix(block.column(1), len(block.column(1)[0]))
-            text = b"".join(word2vec_records(words, vectors, binary=False))
-            binary = b"".join(word2vec_records(words, vectors, binary=True))
-            yield pa.RecordBatch.from_arrays([pa.array([text]), pa.array([binary])], schema=FORMATTED_SCHEMA)
+        if batch.num_rows == 0:
+            continue
+        words = batch.column(0).to_pylist()
+        vectors = lists_to_matrix(batch.column(1), len(batch.column(1)[0]))
+        bodies = word2vec_record_bodies(words, vectors, binary)
+        yield pa.RecordBatch.from_arrays([pa.array(bodies, pa.binary())], schema=RECORD_SCHEMA)
 
 
 def next_version(storage: Storage) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 STAGING_DIRECTORY = "_staging"
+COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
+PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
 
 
 class Storage:
@@ -89,6 +91,27 @@ class Storage:
         self._filesystem.mkdirs(destination_path.getParent())
         if not self._filesystem.rename(self._hadoop_path(source), destination_path):
             raise OSError(f"could not rename {self.path(source)} to {self.path(destination)}")
+
+    def concatenate(self, parts: str, destination: str, header: bytes) -> None:
+        """Write `header`, then the part files of directory `parts` in name order, to `destination`.
+
+        Spark names part files by partition number, so name order is partition order. The
+        bytes are copied inside the JVM through a buffer of `COPY_BUFFER_BYTES`; they never
+        reach Python, so the driver's memory does not grow with the files.
+        """
+        names = [name for name in self.list_names(parts) if name.startswith(PART_FILE_PREFIX)]
+        copy_bytes = self._jvm.org.apache.hadoop.io.IOUtils.copyBytes
+        output = self._filesystem.create(self._hadoop_path(destination), True)
+        try:
+            output.write(bytearray(header))
+            for name in names:
+                part = self._filesystem.open(self._hadoop_path(f"{parts}/{name}"))
+                try:
+                    copy_bytes(part, output, COPY_BUFFER_BYTES, False)
+                finally:
+                    part.close()
+        finally:
+            output.close()
 
     def clear_staging(self) -> None:
         """Remove what a killed stage left half-written in the staging directory."""

@@ -137,20 +137,24 @@ def word2vec_records(words: list[str], vectors: np.ndarray, binary: bool):
     """
     block_rows = 4096
     for start in range(0, len(words), block_rows):
-        block_words = words[start : start + block_rows]
-        block = vectors[start : start + block_rows]
-        if binary:
-            raw = block.astype(FLOAT32_LITTLE_ENDIAN).tobytes()
-            width = 4 * block.shape[1]
-            yield b"".join(
-                word.encode("utf-8") + b" " + raw[row * width : (row + 1) * width] + b"\n"
-                for row, word in enumerate(block_words)
-            )
-        else:
-            yield "".join(
-                word + " " + " ".join(f"{value:.6g}" for value in row) + "\n"
-                for word, row in zip(block_words, block.tolist(), strict=True)
-            ).encode("utf-8")
+        block = word2vec_record_bodies(words[start : start + block_rows], vectors[start : start + block_rows], binary)
+        yield b"\n".join(block) + b"\n"
+
+
+def word2vec_record_bodies(words: list[str], vectors: np.ndarray, binary: bool) -> list[bytes]:
+    """Each word's word2vec.c record without the newline that ends it.
+
+    A binary body may itself contain newline bytes (inside the floats); readers never split
+    on them, they read ``dim`` floats after the word.
+    """
+    if binary:
+        raw = vectors.astype(FLOAT32_LITTLE_ENDIAN).tobytes()
+        width = 4 * vectors.shape[1]
+        return [word.encode("utf-8") + b" " + raw[row * width : (row + 1) * width] for row, word in enumerate(words)]
+    return [
+        (word + " " + " ".join(f"{value:.6g}" for value in row)).encode("utf-8")
+        for word, row in zip(words, vectors.tolist(), strict=True)
+    ]
 
 
 def _read_binary_word(stream) -> str:

@@ -1,6 +1,7 @@
 """Publishing: layout, atomicity, and real readers (gensim, DuckDB, pyarrow, Spark)."""
 
 import json
+import os
 
 import duckdb
 import numpy as np
@@ -10,12 +11,13 @@ import pytest
 from conftest import make_config
 from gensim.models import KeyedVectors
 
-from sgns_spark.arrow import matrix_to_lists
+import sgns_spark.export as export_module
+from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
 from sgns_spark.errors import UserError
 from sgns_spark.export import EXPORT_LATEST, run_export_stage, version_directory
 from sgns_spark.model_store import LATEST_FILE, MODEL_SCHEMA, round_directory
 from sgns_spark.query import load_vectors, main
-from sgns_spark.vectors import Vectors
+from sgns_spark.vectors import Vectors, word2vec_records
 
 
 def export(spark, storage, *overrides):
@@ -26,11 +28,14 @@ def local(storage, relative):
     return storage.path(relative).removeprefix("file:")
 
 
-def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spark, planted_run):
+def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spark, planted_run, monkeypatch):
     storage = planted_run["storage"]
+    monkeypatch.setattr(export_module, "EXPORT_PARTITION_ROWS", 100)  # many part files to put in order
     report = export(spark, storage, "evaluate.neighbour_words=paris", "evaluate.neighbours=4")
     version = report["counts"]["version"]
     directory = local(storage, version_directory(version))
+    published = sorted(name for name in os.listdir(directory) if not name.startswith("."))  # not checksums
+    assert published == ["manifest.json", "vectors.bin", "vectors.parquet", "vectors.txt"]
     manifest = json.loads(open(f"{directory}/manifest.json").read())
     assert manifest["format_version"] == 1 and manifest["model_round"] == 4
     assert manifest["evaluation"] == report["counts"]["evaluation"] and manifest["normalized"] is False
@@ -45,6 +50,13 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
     assert (np.diff(counts) <= 0).all()  # most frequent first
     ours = load_vectors(directory)
     assert ours.index_to_key == table.column("word").to_pylist()
+    assert len(pq.ParquetDataset(f"{directory}/vectors.parquet").fragments) > 2
+
+    dim = manifest["dim"]
+    words, vectors = table.column("word").to_pylist(), lists_to_matrix(table.column("vector"), dim)
+    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):  # byte for byte, parts in order
+        expected = f"{len(words)} {dim}\n".encode() + b"".join(word2vec_records(words, vectors, binary))
+        assert open(f"{directory}/{name}", "rb").read() == expected
 
     text = KeyedVectors.load_word2vec_format(f"{directory}/vectors.txt", binary=False)
     binary = KeyedVectors.load_word2vec_format(f"{directory}/vectors.bin", binary=True)
