@@ -54,8 +54,8 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
 
     dim = manifest["dim"]
     words, vectors = table.column("word").to_pylist(), lists_to_matrix(table.column("vector"), dim)
-    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):  # byte for byte, parts in order
-        expected = f"{len(words)} {dim}\n".encode() + b"".join(word2vec_records(words, vectors, binary))
+    for name, is_binary in (("vectors.txt", False), ("vectors.bin", True)):  # byte for byte, parts in order
+        expected = f"{len(words)} {dim}\n".encode() + b"".join(word2vec_records(words, vectors, is_binary))
         assert open(f"{directory}/{name}", "rb").read() == expected
 
     text = KeyedVectors.load_word2vec_format(f"{directory}/vectors.txt", binary=False)
