@@ -9,7 +9,7 @@ from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
 from sgns_spark.model_store import LATEST_FILE, read_latest, round_directory
-from sgns_spark.shard import RoundPlan, train_shard
+from sgns_spark.shard import MAX_STEP_SCALE, RoundPlan, averaging_step_scales, train_shard
 from sgns_spark.synthetic import FAMILIES
 from sgns_spark.vectors import Vectors
 
@@ -137,3 +137,24 @@ def test_a_retried_shard_task_yields_identical_rows_whatever_the_row_order():
     process_columns = ["worker_peak_rss_mib", "worker_python"]
     assert first.drop_columns(process_columns).equals(retried.drop_columns(process_columns))
     assert first.column("id").to_pylist()[-1] == -1 and first.column("words")[-1].as_py() == 600
+
+
+def test_averaging_step_factor_is_capped_damped_for_frequent_rows_and_never_binds_at_two_shards():
+    vocab = 50_000
+    counts = 1e7 / np.arange(1, vocab + 1)  # Zipf, about 1.1e8 tokens
+    noise = counts**0.75 / (counts**0.75).sum()
+    from sgns_spark.config import TrainSettings
+    factors = {}
+    for shards in (2, 16):
+        plan = RoundPlan(TrainSettings(num_shards=shards), 0, 0, Broadcast(counts), Broadcast(np.ones(vocab)),
+                         Broadcast(noise), 0.0, 1.0, 1.0)
+        factors[shards] = averaging_step_scales(np.arange(vocab), plan)
+    for input_factor, output_factor in factors.values():
+        assert (input_factor >= 1).all() and (output_factor >= 1).all()
+    # 2 shards: at most one other shard to make up for, so the cap never binds
+    assert max(f.max() for f in factors[2]) <= 2.0
+    # 16 shards: mid-frequency rows reach the cap; the most frequent, repeated within a
+    # minibatch, are damped well below it
+    input_factor, output_factor = factors[16]
+    assert input_factor.max() == output_factor.max() == np.float32(MAX_STEP_SCALE)
+    assert input_factor[0] < 1.5 and input_factor[1000] == np.float32(MAX_STEP_SCALE)
