@@ -16,8 +16,8 @@ never see half a version, and the previous version stays until the new one is in
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Iterator
-from functools import partial
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -139,20 +139,18 @@ def write_word2vec_files(ordered: DataFrame, vocab_size: int, dim: int, storage:
     for name, binary in ((TEXT_NAME, False), (BINARY_NAME, True)):
         parts = f"{staged}/{name}.parts"
         records = ordered.select("word", "vector").mapInArrow(
-            partial(format_records, binary=binary), spark_schema(RECORD_SCHEMA)
+            functools.partial(format_records, binary=binary, dim=dim), spark_schema(RECORD_SCHEMA)
         )
         records.select(F.col("record").cast("string")).write.text(storage.path(parts))
         storage.concatenate(parts, f"{staged}/{name}", header)
         storage.delete(parts)
 
 
-def format_records(batches: Iterator[pa.RecordBatch], binary: bool) -> Iterator[pa.RecordBatch]:
+def format_records(batches: Iterator[pa.RecordBatch], binary: bool, dim: int) -> Iterator[pa.RecordBatch]:
     """Executor side: each word's word2vec record, without its final newline, in order."""
     for batch in batches:
-        if batch.num_rows == 0:
-            continue
         words = batch.column(0).to_pylist()
-        vectors = lists_to_matrix(batch.column(1), len(batch.column(1)[0]))
+        vectors = lists_to_matrix(batch.column(1), dim)  # (rows, dim)
         bodies = word2vec_record_bodies(words, vectors, binary)
         yield pa.RecordBatch.from_arrays([pa.array(bodies, pa.binary())], schema=RECORD_SCHEMA)
 

@@ -67,7 +67,7 @@ class Storage:
 
     def open_write(self, relative: str) -> HadoopOutput:
         """Open `relative` for writing bytes (a context manager with ``write(bytes)``)."""
-        return HadoopOutput(self._filesystem.create(self._hadoop_path(relative), True))
+        return HadoopOutput(self._filesystem.create(self._hadoop_path(relative), True), self._jvm)
 
     def read_text(self, relative: str) -> str:
         """Return the UTF-8 text of file `relative`."""
@@ -96,22 +96,18 @@ class Storage:
         """Write `header`, then the part files of directory `parts` in name order, to `destination`.
 
         Spark names part files by partition number, so name order is partition order. The
-        bytes are copied inside the JVM through a buffer of `COPY_BUFFER_BYTES`; they never
-        reach Python, so the driver's memory does not grow with the files.
+        bytes are copied inside the JVM (`HadoopOutput.append_from`); they never reach Python,
+        so the driver's memory does not grow with the files.
         """
         names = [name for name in self.list_names(parts) if name.startswith(PART_FILE_PREFIX)]
-        copy_bytes = self._jvm.org.apache.hadoop.io.IOUtils.copyBytes
-        output = self._filesystem.create(self._hadoop_path(destination), True)
-        try:
-            output.write(bytearray(header))
+        with self.open_write(destination) as output:
+            output.write(header)
             for name in names:
                 part = self._filesystem.open(self._hadoop_path(f"{parts}/{name}"))
                 try:
-                    copy_bytes(part, output, COPY_BUFFER_BYTES, False)
+                    output.append_from(part)
                 finally:
                     part.close()
-        finally:
-            output.close()
 
     def clear_staging(self) -> None:
         """Remove what a killed stage left half-written in the staging directory."""
@@ -123,14 +119,20 @@ class Storage:
 
 
 class HadoopOutput:
-    """A Hadoop output stream taking Python bytes."""
+    """A Hadoop output stream taking Python bytes or the contents of JVM input streams."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, jvm):
         self._stream = stream
+        self._copy_bytes = jvm.org.apache.hadoop.io.IOUtils.copyBytes
 
     def write(self, data: bytes) -> None:
         """Append `data`."""
         self._stream.write(bytearray(data))
+
+    def append_from(self, source) -> None:
+        """Append what is left in the JVM input stream `source`, copied inside the JVM through
+        a buffer of `COPY_BUFFER_BYTES` (`source` stays open)."""
+        self._copy_bytes(source, self._stream, COPY_BUFFER_BYTES, False)
 
     def __enter__(self) -> HadoopOutput:
         return self
