@@ -6,6 +6,7 @@ import pytest
 from conftest import train_planted, write_planted_corpus
 
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
+from sgns_spark.config import TrainSettings
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
 from sgns_spark.model_store import LATEST_FILE, read_latest, round_directory
@@ -127,7 +128,6 @@ def test_a_retried_shard_task_yields_identical_rows_whatever_the_row_order():
     w = rng.normal(0, 0.1, (vocab, dim)).astype(np.float32)
     rows = pa.table({"shard": pa.array([1] * vocab, pa.int32()), "id": pa.array(np.arange(vocab, dtype=np.int32)),
                      "w_in": matrix_to_lists(w), "w_out": matrix_to_lists(w[::-1].copy())})
-    from sgns_spark.config import TrainSettings
     plan = RoundPlan(TrainSettings(dim=dim, num_shards=2), 0, 1, Broadcast(counts),
                      Broadcast(np.full(vocab, 0.9)), Broadcast(counts**0.75 / (counts**0.75).sum()),
                      0.0, 600.0, 2400.0)
@@ -143,7 +143,6 @@ def test_averaging_step_factor_is_capped_damped_for_frequent_rows_and_never_bind
     vocab = 50_000
     counts = 1e7 / np.arange(1, vocab + 1)  # Zipf, about 1.1e8 tokens
     noise = counts**0.75 / (counts**0.75).sum()
-    from sgns_spark.config import TrainSettings
     factors = {}
     for shards in (2, 16):
         plan = RoundPlan(TrainSettings(num_shards=shards), 0, 0, Broadcast(counts), Broadcast(np.ones(vocab)),
