@@ -41,6 +41,30 @@ def lists_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(-1, dim)
 
 
+def matrix_to_binary(matrix: np.ndarray) -> pa.BinaryArray:
+    """``(rows, dim) float32`` as a binary array, each row's raw bytes one value.
+
+    Spark moves binary values without touching their elements, so rows passed between
+    executor functions travel this way rather than as array<float>.
+    """
+    rows, dim = matrix.shape
+    row_bytes = dim * np.dtype(np.float32).itemsize
+    offsets = np.arange(0, rows * row_bytes + 1, row_bytes, dtype=np.int32)  # (rows + 1,)
+    data = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.Array.from_buffers(pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def binary_to_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A binary column of `matrix_to_binary` rows as a writable ``(rows, dim) float32`` matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks else pa.array([], pa.binary())
+    if len(column) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.view(np.float32).reshape(-1, dim).copy()
+
+
 def grouped_function(function: Callable[..., pa.Table], **bound) -> Callable[[pa.Table], pa.Table]:
     """`function` with keyword arguments bound, typed as PySpark's applyInArrow expects.
 

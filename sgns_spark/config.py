@@ -17,6 +17,7 @@ from typing import Any
 from sgns_spark.errors import UserError
 
 UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
+MIN_ROUNDS_PER_EPOCH = 4  # the automatic rounds_per_epoch: at least this many, and one per shard
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,31 @@ class VocabSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Sharded SGNS training in rounds of local SGD and averaging."""
+    """Sharded SGNS training: rounds of stratified blocks (see `sgns_spark.strata`)."""
 
     dim: int = 100  # vector dimensions; 2..4096
     window: int = 5  # max context distance each side; shrunk uniformly per word; 1..100
     negative: int = 5  # noise samples per (center, context) pair; 1..100
     noise_pool: int = 128  # noise words drawn per minibatch, met by all its pairs at weight negative/pool; 1..100000
     epochs: int = 1  # passes over the corpus; 1..1000
-    num_shards: int = 2  # Spark tasks that train in parallel each round; 1..100000
-    rounds_per_epoch: int = 4  # averaging rounds per epoch; 1..10000
+    num_shards: int = 2  # Spark tasks that train in parallel; 1..100000
+    rounds_per_epoch: int = 0  # model versions written per epoch; 0 = max(4, num_shards); 0..10000
+    cycles_per_round: int = 1  # passes over the strata per round (shorter phases); 1..1000
     learning_rate: float = 0.025  # start of the linear decay; 1e-6..10
     min_learning_rate_ratio: float = 1e-4  # floor of the decay, times learning_rate; 0..1
-    batch_centers: int = 128  # center words per vectorized minibatch; 1..1_000_000, at most 2x noise_pool
+    batch_pairs: int = 768  # (center, context) pairs per vectorized minibatch; 1..1_000_000, at most 12x noise_pool
     seed: int = 1  # every random draw derives from it; 0..2**63-1
     keep_rounds: int = 2  # model rounds kept on disk, newest first; 1..1000
     restart: bool = False  # true: discard saved rounds and train from round 0
+
+    def rounds(self) -> int:
+        """Rounds per epoch: the setting, or max(`MIN_ROUNDS_PER_EPOCH`, shards) when it is 0.
+
+        Each round visits every stratum once, and an input row meets only one group of
+        contexts per stratum, so the rounds must grow with the shards (simulated at 16
+        shards: 4 rounds cost 4 analogy points, 16 rounds none).
+        """
+        return self.rounds_per_epoch or max(MIN_ROUNDS_PER_EPOCH, self.num_shards)
 
 
 @dataclass(frozen=True)
@@ -135,10 +146,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "train.noise_pool": (1, 100_000),
     "train.epochs": (1, 1000),
     "train.num_shards": (1, 100_000),
-    "train.rounds_per_epoch": (1, 10_000),
+    "train.rounds_per_epoch": (0, 10_000),
+    "train.cycles_per_round": (1, 1000),
     "train.learning_rate": (1e-6, 10.0),
     "train.min_learning_rate_ratio": (0.0, 1.0),
-    "train.batch_centers": (1, 1_000_000),
+    "train.batch_pairs": (1, 1_000_000),
     "train.seed": (0, 2**63 - 1),
     "train.keep_rounds": (1, 1000),
     "export.keep_versions": (1, 1000),
@@ -150,7 +162,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "spark.log_level": ("ERROR", "WARN", "INFO", "DEBUG"),
 }
 MEMORY_PATTERN = re.compile(r"^\d+[kmgt]$", re.IGNORECASE)
-MAX_CENTERS_PER_NOISE_WORD = 2  # batch_centers / noise_pool above this wrecked quality (measured at 4)
+MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -271,11 +283,11 @@ def validate(config: Config) -> None:
     if not config.spark.app_name:
         raise UserError("spark.app_name must not be empty")
     train = config.train
-    if train.batch_centers > MAX_CENTERS_PER_NOISE_WORD * train.noise_pool:
+    if train.batch_pairs > MAX_PAIRS_PER_NOISE_WORD * train.noise_pool:
         raise UserError(
-            f"train.batch_centers = {train.batch_centers} is more than {MAX_CENTERS_PER_NOISE_WORD}x "
+            f"train.batch_pairs = {train.batch_pairs} is more than {MAX_PAIRS_PER_NOISE_WORD}x "
             f"train.noise_pool = {train.noise_pool}; each noise word's step grows with the ratio and "
-            "training degrades; raise train.noise_pool or lower train.batch_centers"
+            "training degrades; raise train.noise_pool or lower train.batch_pairs"
         )
     _validate_split_pattern(config.corpus.split_pattern)
 

@@ -1,4 +1,5 @@
-"""Model versions on disk: numbered rounds, the ``_LATEST`` pointer, init and averaging.
+"""Model versions on disk: numbered rounds, the ``_LATEST`` pointer, init, and the halves
+training passes between strata.
 
 Layout below the run root::
 
@@ -6,11 +7,14 @@ Layout below the run root::
     model/_LATEST         JSON {"round": N, "epoch": e, "round_in_epoch": r}, moved last
 
 Round 0 is the initialisation: w_in uniform in (-0.5/dim, 0.5/dim), w_out zeros (word2vec.c).
-Averaging keeps untouched rows and replaces each touched row by the touch-count-weighted
-mean of the shards that touched it.
+Within a round, training passes the model as halves (`sgns_spark.shard`), each row owned
+by one task of each stratum; a round's last stratum is joined back into the model schema.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,20 +22,21 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import (
-    cogrouped_function,
+    binary_to_matrix,
     grouped_function,
     lists_to_matrix,
+    matrix_to_binary,
     matrix_to_lists,
     spark_schema,
 )
-from sgns_spark.shard import STATISTICS_ROW_ID
+from sgns_spark.shard import HALF_SCHEMA, INPUT_SIDE, OUTPUT_SIDE, STATISTICS_ROW_ID
 from sgns_spark.storage import Storage
+from sgns_spark.strata import word_groups
 
 MODEL_DIRECTORY = "model"
 LATEST_FILE = f"{MODEL_DIRECTORY}/_LATEST"
 INIT_BLOCK_ROWS = 4096  # ids initialised together from one seeded generator
 INIT_STREAM = 0x5EED  # separates init draws from training draws of the same seed
-AVERAGE_BUCKET_ROWS = 1 << 16  # model rows averaged together at most (about 64 MiB at dim 128)
 MODEL_SCHEMA = pa.schema([
     ("id", pa.int32()),
     ("w_in", pa.list_(pa.float32())),
@@ -95,52 +100,37 @@ def initialise_block(table: pa.Table, dim: int, seed: int) -> pa.Table:
     )
 
 
-def average_into(model: DataFrame, updates: DataFrame, dim: int, vocab_size: int, partitions: int) -> DataFrame:
-    """The next model: each touched row the touch-weighted mean of its shards' rows.
-
-    Rows are averaged in at least `partitions` buckets of at most `AVERAGE_BUCKET_ROWS` ids,
-    so an executor's memory stays bounded however large the vocabulary grows.
-
-    Parameters
-    ----------
-    model : DataFrame
-        The current round, model schema.
-    updates : DataFrame
-        Rows emitted by the shards (`sgns_spark.shard.UPDATE_SCHEMA`), statistics row included.
-    """
-    bucket = F.pmod(F.col("id"), F.lit(average_buckets(vocab_size, partitions))).alias("bucket")
-    touched = updates.where(F.col("id") != STATISTICS_ROW_ID).select(
-        bucket, "id", "w_in", "touch_in", "w_out", "touch_out"
-    )
-    return model.select(bucket, "id", "w_in", "w_out").groupBy("bucket").cogroup(
-        touched.groupBy("bucket")
-    ).applyInArrow(cogrouped_function(average_bucket, dim=dim), spark_schema(MODEL_SCHEMA))
+def model_halves(model: DataFrame, groups: int, dim: int) -> DataFrame:
+    """A model round as halves (`sgns_spark.shard.HALF_SCHEMA`): each row split into its input
+    and its output row, both labelled with the word's group."""
+    return model.mapInArrow(functools.partial(split_rows, groups=groups, dim=dim), spark_schema(HALF_SCHEMA))
 
 
-def average_buckets(vocab_size: int, partitions: int) -> int:
-    """How many buckets (ids modulo the count) the averaging splits the model into."""
-    return max(partitions, -(-vocab_size // AVERAGE_BUCKET_ROWS))  # ceiling division
+def split_rows(batches: Iterator[pa.RecordBatch], groups: int, dim: int) -> Iterator[pa.RecordBatch]:
+    """Executor side of `model_halves`."""
+    for batch in batches:
+        ids = batch.column("id")
+        group = pa.array(word_groups(ids.to_numpy(zero_copy_only=False), groups))
+        for side, column in ((INPUT_SIDE, "w_in"), (OUTPUT_SIDE, "w_out")):
+            sides = pa.array(np.full(batch.num_rows, side, dtype=np.int32))
+            vectors = matrix_to_binary(lists_to_matrix(batch.column(column), dim))
+            yield pa.RecordBatch.from_arrays([ids, group, sides, vectors], schema=HALF_SCHEMA)
 
 
-def average_bucket(current: pa.Table, touched: pa.Table, dim: int) -> pa.Table:
-    """Executor side: average one bucket of rows; rows nobody touched keep their values."""
-    ids = current.column("id").to_numpy()  # (rows,)
-    order = np.argsort(ids)
-    ids = ids[order]
-    input_vectors = lists_to_matrix(current.column("w_in"), dim)[order]  # (rows, dim)
-    output_vectors = lists_to_matrix(current.column("w_out"), dim)[order]  # (rows, dim)
-    rows = np.searchsorted(ids, touched.column("id").to_numpy())  # (updates,)
-    for vectors, column, touch_column in (
-        (input_vectors, "w_in", "touch_in"), (output_vectors, "w_out", "touch_out")
-    ):
-        touches = touched.column(touch_column).to_numpy().astype(np.float64)  # (updates,)
-        weighted_sum = np.zeros(vectors.shape, dtype=np.float64)  # (rows, dim)
-        np.add.at(weighted_sum, rows, lists_to_matrix(touched.column(column), dim) * touches[:, None])
-        total = np.bincount(rows, weights=touches, minlength=ids.size)  # (rows,)
-        averaged = total > 0
-        vectors[averaged] = (weighted_sum[averaged] / total[averaged, None]).astype(np.float32)
-    return pa.table(
-        {"id": pa.array(ids.astype(np.int32)), "w_in": matrix_to_lists(input_vectors),
-         "w_out": matrix_to_lists(output_vectors)},
-        schema=MODEL_SCHEMA,
-    )
+def model_from_halves(halves: DataFrame, dim: int) -> DataFrame:
+    """The model schema from halves (statistics rows left out): each id's two rows joined."""
+    rows = halves.where(F.col("id") != STATISTICS_ROW_ID)
+    inputs = rows.where(F.col("side") == INPUT_SIDE).select("id", F.col("vector").alias("w_in"))
+    outputs = rows.where(F.col("side") == OUTPUT_SIDE).select("id", F.col("vector").alias("w_out"))
+    joined = inputs.join(outputs, "id")
+    return joined.mapInArrow(functools.partial(join_rows, dim=dim), spark_schema(MODEL_SCHEMA))
+
+
+def join_rows(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[pa.RecordBatch]:
+    """Executor side of `model_from_halves`: binary rows back to array<float>."""
+    for batch in batches:
+        yield pa.RecordBatch.from_arrays(
+            [batch.column("id"), *(matrix_to_lists(binary_to_matrix(batch.column(side), dim))
+                                   for side in ("w_in", "w_out"))],
+            schema=MODEL_SCHEMA,
+        )

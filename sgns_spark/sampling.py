@@ -1,7 +1,8 @@
-"""Random draws of SGNS, vectorized and seeded: subsampling, shrunk windows, noise words.
+"""Random draws of SGNS, vectorized and seeded: subsampling, shrunk windows, noise words,
+and the skip-gram pairs they give.
 
-Every draw of a shard in a round comes from generators seeded by (seed, epoch, round, shard),
-never by time, task attempt or partition order, so a retried task draws the same numbers.
+Every draw comes from a generator seeded by (seed, epoch, round, stream, index), never by
+time, task attempt or partition order, so a retried task draws the same numbers.
 """
 
 from __future__ import annotations
@@ -9,20 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-STREAMS = ("subsample", "window", "noise")  # one independent generator per kind of draw
-OUTSIDE_SENTENCE = -1  # sentence index of positions beyond either end of the stream
+SUBSAMPLE_STREAM, WINDOW_STREAM, NOISE_STREAM = 0, 1, 2  # one independent stream per kind of draw
 GUIDE_BUCKETS_PER_WORD = 4  # guide-table size per vocabulary word; more = fewer steps per draw
 
 
-def shard_generators(seed: int, epoch: int, round_index: int, shard: int) -> dict[str, np.random.Generator]:
-    """Independent generators, one per name in `STREAMS`, for one shard in one round."""
-    sequence = np.random.SeedSequence([seed, epoch, round_index, shard])
-    return {
-        name: np.random.default_rng(child)
-        for name, child in zip(STREAMS, sequence.spawn(len(STREAMS)), strict=True)
-    }
+def seeded_generator(seed: int, epoch: int, round_index: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of one stream of draws; `index` tells apart the tasks of a round.
+
+    The key always has five entries: numpy's SeedSequence pads short keys with zeros, so
+    keys of different lengths could collide.
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, round_index, stream, index]))
 
 
 class NoiseSampler:
@@ -59,85 +58,63 @@ class NoiseSampler:
 
 
 @dataclass(frozen=True)
-class ShardSamples:
-    """One shard's draws for one round, over its kept tokens.
+class SkipgramPairs:
+    """The (context, center) pairs of a token stream, ordered by context position.
 
     Attributes
     ----------
-    word_ids : (kept,) int32, the tokens that survived subsampling, in corpus order
-    sentence_index : (kept,) int64, which sentence each kept token belongs to
-    token_position : (kept,) int64, each kept token's position in the shard's raw token stream
-    reduced_window : (kept,) int64, each center's window, uniform in 1..window
-    noise_ids : (minibatches, pool) int64, each minibatch's noise pool (see `sgns_spark.kernel`)
+    context_ids : (pairs,) int32, the input word of each pair (word2vec.c's syn0 row)
+    center_ids : (pairs,) int32, the output word of each pair (word2vec.c's syn1neg row)
+    context_position : (pairs,) int64, position of the context in the kept stream
+    kept_tokens : int, tokens that survived subsampling
     """
 
-    word_ids: np.ndarray
-    sentence_index: np.ndarray
-    token_position: np.ndarray
-    reduced_window: np.ndarray
-    noise_ids: np.ndarray
+    context_ids: np.ndarray
+    center_ids: np.ndarray
+    context_position: np.ndarray
+    kept_tokens: int
 
 
-def draw_shard_samples(
+def skipgram_pairs(
     word_ids: np.ndarray,
     sentence_index: np.ndarray,
     keep_probability: np.ndarray,
-    noise: NoiseSampler,
     window: int,
-    batch_centers: int,
-    noise_pool: int,
-    generators: dict[str, np.random.Generator],
-) -> ShardSamples:
-    """Subsample a shard's tokens, then draw each kept center's window and each minibatch
-    of `batch_centers` kept centers its pool of `noise_pool` noise words.
+    subsample_generator: np.random.Generator,
+    window_generator: np.random.Generator,
+) -> SkipgramPairs:
+    """Subsample a token stream, shrink each center's window uniformly to 1..`window` (as
+    word2vec.c does), and list every (context, center) pair within a sentence.
+
+    The window spans subsampled-away words, as in word2vec.c. Pairs of one context position
+    keep the order of their offsets (-1, +1, -2, +2, ...), so the result is a function of
+    the stream and the generators only.
 
     Parameters
     ----------
     word_ids : numpy.ndarray
-        ``(tokens,) int32`` the shard's tokens, sentence after sentence.
+        ``(tokens,) int32`` the tokens, sentence after sentence.
     sentence_index : numpy.ndarray
         ``(tokens,) int64`` sentence of each token.
     keep_probability : numpy.ndarray
         ``(vocab,) float64`` the vocabulary's ``keep_prob``.
     """
-    kept = generators["subsample"].random(word_ids.size) < keep_probability[word_ids]
-    kept_positions = np.flatnonzero(kept)  # (kept,)
-    minibatches = -(-kept_positions.size // batch_centers)  # ceiling division
-    return ShardSamples(
-        word_ids=word_ids[kept],
-        sentence_index=sentence_index[kept],
-        token_position=kept_positions,
-        reduced_window=generators["window"].integers(1, window + 1, size=kept_positions.size),
-        noise_ids=noise.draw(generators["noise"], (minibatches, noise_pool)),
+    kept = subsample_generator.random(word_ids.size) < keep_probability[word_ids]
+    kept_ids, kept_sentence = word_ids[kept], sentence_index[kept]  # (kept,) each
+    reach = window_generator.integers(1, window + 1, size=kept_ids.size)  # (kept,) each center's window
+    reach = np.append(reach, 0).astype(np.int8)  # (kept + 1,) the extra entry: no window
+    distances = np.repeat(np.arange(1, window + 1), 2).astype(np.int8)  # (2W,) 1, 1, 2, 2, ..
+    offsets = distances * np.tile([-1, 1], window).astype(np.int32)  # (2W,) center minus context
+    starts = np.flatnonzero(np.r_[True, kept_sentence[1:] != kept_sentence[:-1]])  # (sentences,)
+    sentence_of = np.cumsum(np.r_[True, kept_sentence[1:] != kept_sentence[:-1]]) - 1  # (kept,)
+    first = starts[sentence_of].astype(np.int32)[:, None]  # (kept, 1) first position of the sentence
+    last = np.r_[starts[1:] - 1, kept_ids.size - 1][sentence_of].astype(np.int32)[:, None]
+    center = np.arange(kept_ids.size, dtype=np.int32)[:, None] + offsets  # (kept, 2W)
+    center = np.where((center >= first) & (center <= last), center, kept_ids.size)  # outside -> no window
+    context_position, slot = np.nonzero(reach[center] >= distances)  # (pairs,) row-major: by context
+    return SkipgramPairs(
+        context_ids=kept_ids[context_position],
+        center_ids=kept_ids[center[context_position, slot]],
+        context_position=context_position,
+        kept_tokens=int(kept_ids.size),
     )
-
-
-def context_window(
-    sentence_index: np.ndarray, reduced_window: np.ndarray, window: int, start: int, stop: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The context slots of centers ``start..stop-1`` (positions in the kept stream).
-
-    Slot j of center i is position ``i + j - window``. It is a context when it lies within
-    the center's reduced window, in the same sentence, and is not the center; the window
-    spans subsampled-away words, as in word2vec.c.
-
-    Returns
-    -------
-    positions : numpy.ndarray
-        ``(stop - start + 2 window,) int64`` positions ``start - window .. stop + window - 1``,
-        clipped into the stream (a clipped position is never a context).
-    mask : numpy.ndarray
-        ``(stop - start, 2 window + 1) bool``.
-    """
-    positions = np.arange(start - window, stop + window)  # (B + 2W,)
-    inside = (positions >= 0) & (positions < sentence_index.size)
-    clipped = np.clip(positions, 0, sentence_index.size - 1)
-    position_sentence = np.where(inside, sentence_index[clipped], OUTSIDE_SENTENCE)  # (B + 2W,)
-    slot_sentence = sliding_window_view(position_sentence, 2 * window + 1)  # (B, 2W + 1)
-    offsets = np.arange(-window, window + 1)  # (2W + 1,)
-    mask = (
-        (slot_sentence == sentence_index[start:stop, None])
-        & (np.abs(offsets) <= reduced_window[start:stop, None])
-        & (offsets != 0)
-    )
-    return clipped, mask

@@ -1,9 +1,15 @@
-"""Executor side of a training round: one shard's sentences, its parameter rows, local SGD.
+"""Executor side of training: a round's pairs in blocks, and local SGD on one block.
 
-Pure functions of Arrow tables and a `RoundPlan`. A shard first names the rows it needs
-(`needed_rows`), receives exactly those through a Spark join, trains on them
-(`train_shard`), and emits every row it touched with its touch counts, plus one statistics
-row with id `STATISTICS_ROW_ID`.
+Pure functions of Arrow tables and a `RoundPlan`. Each source shard of a round's sentences
+turns into skip-gram pairs, split by (stratum, input group) into blocks
+(`stratified_pairs`; see `sgns_spark.strata`). For each stratum, the task of group g receives
+its block from every source and exactly the rows the block owns (input rows of group g,
+output rows of group g + k), trains on them (`train_block`), and emits those rows again plus
+one statistics row with id `STATISTICS_ROW_ID`.
+
+Rows travel as *halves*: ``(id, group, side, vector)``, one record for a word's input row
+(side `INPUT_SIDE`) and one for its output row (`OUTPUT_SIDE`), because the two belong to
+different tasks within a stratum.
 """
 
 from __future__ import annotations
@@ -13,32 +19,47 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from sgns_spark.arrow import list_lengths, lists_to_matrix, matrix_to_lists
+from sgns_spark.arrow import binary_to_matrix, list_lengths, lists_from_lengths, matrix_to_binary
 from sgns_spark.config import TrainSettings
-from sgns_spark.kernel import pairs_per_position, sgns_step
+from sgns_spark.kernel import sgns_step
 from sgns_spark.memory import peak_rss_mib
 from sgns_spark.sampling import (
+    NOISE_STREAM,
+    SUBSAMPLE_STREAM,
+    WINDOW_STREAM,
     NoiseSampler,
-    ShardSamples,
-    context_window,
-    draw_shard_samples,
-    shard_generators,
+    seeded_generator,
+    skipgram_pairs,
 )
+from sgns_spark.strata import output_group, pair_strata, word_groups
 
 STATISTICS_ROW_ID = -1
-MAX_STEP_SCALE = 4.0  # bound of the averaging compensation; see averaging_step_scales
+INPUT_SIDE, OUTPUT_SIDE = 0, 1  # the `side` of a half: input row v or output row v'
+MAX_ROW_PAIRS = 1 << 20  # pairs per row of the pairs table at most, so no Spark row nears 2 GB
 LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
-NEEDED_SCHEMA = pa.schema([("shard_key", pa.int32()), ("shard", pa.int32()), ("id", pa.int32())])
-UPDATE_SCHEMA = pa.schema([
+PAIRS_SCHEMA = pa.schema([
+    ("task_key", pa.int32()),  # partition key of the block's task (its input group)
+    ("cycle", pa.int32()),  # which pass over the strata within the round
+    ("stratum", pa.int32()),
+    ("source", pa.int32()),  # the source shard of the sentences
+    ("part", pa.int32()),  # a block is cut into parts of at most MAX_ROW_PAIRS pairs
+    ("context_ids", pa.list_(pa.int32())),  # (units,) input word of each context position
+    ("context_pairs", pa.list_(pa.int32())),  # (units,) pairs of each context position
+    ("center_ids", pa.list_(pa.int32())),  # (pairs,) output word of each pair, unit after unit
+])
+HALF_FIELDS = [
     ("id", pa.int32()),
-    ("w_in", pa.list_(pa.float32())),
-    ("touch_in", pa.int64()),
-    ("w_out", pa.list_(pa.float32())),
-    ("touch_out", pa.int64()),
+    ("group", pa.int32()),
+    ("side", pa.int32()),
+    ("vector", pa.binary()),  # the row's dim float32 values (`sgns_spark.arrow.matrix_to_binary`)
+]
+HALF_SCHEMA = pa.schema(HALF_FIELDS)
+BLOCK_SCHEMA = pa.schema([
+    *HALF_FIELDS,
     ("loss", pa.float64()),  # statistics row only: summed pair loss (sampled), NaN if parameters blew up
     ("pairs", pa.int64()),  # statistics row only
-    ("words", pa.int64()),  # statistics row only: raw tokens of the shard's slice
     ("worker_peak_rss_mib", pa.float64()),  # statistics row only: this Python worker's peak
     ("worker_python", pa.string()),  # statistics row only: the executor's Python interpreter
 ])
@@ -46,25 +67,34 @@ UPDATE_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class RoundPlan:
-    """What every shard of one round needs to know, shipped to executors by value.
+    """What every task of one round (and phase: cycle and stratum) needs to know, shipped to
+    executors by value.
 
-    ``counts``, ``keep_probability`` and ``noise_weights`` are Spark broadcasts of the
-    vocabulary's ``(vocab,)`` columns; ``words_before`` and ``words_total`` place this round on
-    the global learning-rate schedule (raw tokens, over all epochs).
+    ``keep_probability`` and ``noise_weights`` are Spark broadcasts of the vocabulary's
+    ``(vocab,)`` columns; ``noise_scale`` is `sgns_spark.strata.noise_scales`, ``(shards,)``;
+    ``task_keys`` holds, for each group, the key Spark sends to that group's partition.
+    ``words_before`` and ``words_total`` place this round on the global learning-rate
+    schedule (raw tokens, over all epochs).
     """
 
     settings: TrainSettings
     epoch: int
     round_index: int
-    counts: object
+    cycle: int
+    stratum: int
     keep_probability: object
     noise_weights: object
+    noise_scale: np.ndarray
+    task_keys: tuple[int, ...]
     words_before: float
     words_in_round: float
     words_total: float
 
     def learning_rate(self, fraction_done: float) -> float:
-        """Linear decay on the global word count, floored at start x min ratio (word2vec.c)."""
+        """Linear decay on the global word count, floored at start x min ratio (word2vec.c).
+
+        `fraction_done` is the share of the round already trained.
+        """
         progress = (self.words_before + fraction_done * self.words_in_round) / self.words_total
         ratio = max(self.settings.min_learning_rate_ratio, 1.0 - progress)
         return self.settings.learning_rate * ratio
@@ -82,151 +112,156 @@ def shard_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return word_ids, np.repeat(np.arange(lengths.size), lengths)
 
 
-def shard_samples(sentences: pa.Table, plan: RoundPlan) -> tuple[ShardSamples, int, int]:
-    """The shard's draws for this round, its shard number and its raw token count."""
-    shard = int(sentences.column("shard")[0].as_py())
-    word_ids, sentence_index = shard_tokens(sentences)
-    settings = plan.settings
-    samples = draw_shard_samples(
-        word_ids, sentence_index, plan.keep_probability.value,
-        NoiseSampler(plan.noise_weights.value), settings.window, settings.batch_centers,
-        settings.noise_pool, shard_generators(settings.seed, plan.epoch, plan.round_index, shard),
-    )
-    return samples, shard, word_ids.size
-
-
-def needed_rows(sentences: pa.Table, plan: RoundPlan) -> pa.Table:
-    """Executor side: the ids whose rows the shard will read or write this round."""
-    samples, shard, _ = shard_samples(sentences, plan)
-    ids = np.unique(np.concatenate([samples.word_ids, samples.noise_ids.reshape(-1)]))
-    shard_key = sentences.column("shard_key")[0].as_py()
-    return pa.table(
-        {"shard_key": pa.array(np.full(ids.size, shard_key, dtype=np.int32)),
-         "shard": pa.array(np.full(ids.size, shard, dtype=np.int32)),
-         "id": pa.array(ids.astype(np.int32))},
-        schema=NEEDED_SCHEMA,
-    )
-
-
-def train_shard(sentences: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
-    """Executor side: local SGD over the shard's slice; emit touched rows and statistics.
+def stratified_pairs(sentences: pa.Table, plan: RoundPlan) -> pa.Table:
+    """Executor side: one source shard's pairs of this round, one row per part of a non-empty block.
 
     Parameters
     ----------
     sentences : pyarrow.Table
-        ``shard int, sentence_key long, ids array<int>``, the shard's slice of this round.
-    rows : pyarrow.Table
-        ``shard int, id int, w_in array<float>, w_out array<float>``: exactly the rows of
-        `needed_rows`.
-    plan : RoundPlan
-    """
-    samples, _, raw_tokens = shard_samples(sentences, plan)
-    settings = plan.settings
-    dim, window = settings.dim, settings.window
-    local_ids = rows.column("id").to_numpy().astype(np.int64)  # (local,)
-    order = np.argsort(local_ids)
-    local_ids = local_ids[order]
-    input_vectors = lists_to_matrix(rows.column("w_in"), dim)[order]  # (local, dim) float32
-    output_vectors = lists_to_matrix(rows.column("w_out"), dim)[order]  # (local, dim) float32
-    input_scale, output_scale = averaging_step_scales(local_ids, plan)  # (local,) float32 each
-    local_row_of_id = np.zeros(plan.counts.value.size, dtype=np.int64)  # (vocab,)
-    local_row_of_id[local_ids] = np.arange(local_ids.size)
-    center_rows = local_row_of_id[samples.word_ids]  # (kept,) local row per token
-    noise_rows = local_row_of_id[samples.noise_ids]  # (minibatches, pool)
-    local_rows = local_ids.size
-    touch_in = np.zeros(local_rows, dtype=np.int64)
-    touch_out = np.zeros(local_rows, dtype=np.int64)
-    loss, pairs, sampled_pairs = 0.0, 0, 0
-    for batch_number, start in enumerate(range(0, center_rows.size, settings.batch_centers)):
-        stop = min(start + settings.batch_centers, center_rows.size)
-        positions, mask = context_window(
-            samples.sentence_index, samples.reduced_window, window, start, stop
-        )  # (B + 2W,), (B, 2W + 1)
-        window_rows = center_rows[positions]  # (B + 2W,)
-        centers, pool = center_rows[start:stop], noise_rows[batch_number]  # (B,), (pool,)
-        fraction_done = samples.token_position[start] / max(raw_tokens, 1)
-        with_loss = batch_number % LOSS_SAMPLE_INTERVAL == 0
-        loss += sgns_step(
-            input_vectors, output_vectors, window_rows, mask, centers, pool,
-            settings.negative, plan.learning_rate(fraction_done), input_scale, output_scale, with_loss,
-        )
-        contexts_per_center = mask.sum(axis=1)  # (B,)
-        batch_pairs = int(contexts_per_center.sum())
-        pairs += batch_pairs
-        sampled_pairs += batch_pairs if with_loss else 0
-        touch_in += np.bincount(window_rows, weights=pairs_per_position(mask), minlength=local_rows).astype(np.int64)
-        touch_out += np.bincount(centers, weights=contexts_per_center, minlength=local_rows).astype(np.int64)
-        touch_out += np.bincount(pool, minlength=local_rows) * batch_pairs  # every pair meets the pool
-    loss *= pairs / max(sampled_pairs, 1)  # the sampled batches' loss, scaled to all pairs
-    if not (np.isfinite(input_vectors).all() and np.isfinite(output_vectors).all()):
-        loss = float("nan")
-    return updates_table(local_ids, input_vectors, touch_in, output_vectors, touch_out,
-                         loss, pairs, raw_tokens)
-
-
-def averaging_step_scales(local_ids: np.ndarray, plan: RoundPlan) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row step factors that offset the dilution of averaging shards.
-
-    Averaging k shards that each saw 1/k of a row's updates moves the row about 1/k as far
-    as serial SGD would. So a shard scales a row's steps by the expected number of *other*
-    shards touching the row this round, ``(S - 1)(1 - exp(-lambda))`` with ``lambda`` the
-    row's expected touches per shard, on top of its own step. A rare row, touched by one
-    shard only, keeps the plain step (factor 1).
-
-    The extra part is divided by ``1 + mu``, with ``mu`` the row's expected touches per
-    minibatch: a row repeated within a minibatch already takes the sum of many gradients
-    computed from the same stale values, and scaling those up diverged (measured: frequent
-    rows at factor 2 to 8). Mid-frequency rows, which matter most for quality, are seldom
-    repeated in a minibatch and get nearly the full factor. The factor is capped at
-    `MAX_STEP_SCALE`. With the kernel's curvature limit, simulated 1-epoch runs on the
-    benchmark corpus gave, at 4 shards, 9.2% analogy with cap 2 and 12.3% with cap 4; at 16
-    shards, 2.1% (cap 2), 4.7% (cap 4), 5.4% (cap 8), and cap 16 diverged. Cap 4 keeps a margin
-    from divergence. With 2 shards the factor is at most 2, so the cap does not bind there.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(local,) float32`` factors for the input rows and for the output rows.
+        ``shard int, sentence_key long, ids array<int>``, the source shard's slice.
     """
     settings = plan.settings
-    slices = settings.num_shards * settings.rounds_per_epoch
-    kept_counts = plan.counts.value * plan.keep_probability.value  # (vocab,) expected kept
-    kept_share = kept_counts[local_ids] / kept_counts.sum()  # (local,) share of kept tokens
-    batches_per_shard = kept_counts.sum() / slices / settings.batch_centers
-    pool_share = plan.noise_weights.value[local_ids] * settings.noise_pool  # (local,) per minibatch
-    per_shard_as_word = kept_counts[local_ids] / slices  # (local,) expected occurrences
-    per_shard_as_noise = pool_share * batches_per_shard
-    per_batch_as_context = kept_share * settings.batch_centers * 2 * settings.window
-    per_batch_as_output = kept_share * settings.batch_centers + pool_share
-    other_shards = settings.num_shards - 1
-    input_scale = 1.0 + other_shards * -np.expm1(-per_shard_as_word) / (1.0 + per_batch_as_context)
-    output_scale = 1.0 + other_shards * -np.expm1(-(per_shard_as_word + per_shard_as_noise)) / (
-        1.0 + per_batch_as_output
+    groups = settings.num_shards
+    source = int(sentences.column("shard")[0].as_py())
+    word_ids, sentence_index = shard_tokens(sentences)
+    key = (settings.seed, plan.epoch, plan.round_index)
+    pairs = skipgram_pairs(
+        word_ids, sentence_index, plan.keep_probability.value, settings.window,
+        seeded_generator(*key, SUBSAMPLE_STREAM, source), seeded_generator(*key, WINDOW_STREAM, source),
     )
-    return (np.minimum(input_scale, MAX_STEP_SCALE).astype(np.float32),
-            np.minimum(output_scale, MAX_STEP_SCALE).astype(np.float32))
-
-
-def updates_table(
-    ids, input_vectors, touch_in, output_vectors, touch_out, loss: float, pairs: int, words: int
-) -> pa.Table:
-    """The touched rows, then one statistics row."""
-    touched = (touch_in > 0) | (touch_out > 0)
-    count = int(touched.sum())
-    dim = input_vectors.shape[1]
-    empty_vector = np.zeros((1, dim), dtype=np.float32)
+    cycles = settings.cycles_per_round
+    cycle = pairs.context_position * cycles // max(pairs.kept_tokens, 1)  # (pairs,) a slice of the stream
+    group_of_id = word_groups(np.arange(plan.noise_weights.value.size), groups)  # (vocab,)
+    context_group = group_of_id[pairs.context_ids]  # (pairs,)
+    stratum = pair_strata(context_group, group_of_id[pairs.center_ids], groups)  # (pairs,)
+    blocks = cycles * groups * groups
+    block = (cycle * groups + stratum) * groups + context_group  # (pairs,)
+    # within a block, pairs stay in context-position order; small keys sort by radix
+    order = np.argsort(block.astype(np.min_scalar_type(blocks - 1)), kind="stable")
+    block, position = block[order], pairs.context_position[order]  # (pairs,) each
+    unit_start = np.flatnonzero(np.r_[True, (block[1:] != block[:-1]) | (position[1:] != position[:-1])])
+    unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
+    unit_block = block[unit_start]  # (units,)
+    # a block is cut into rows of at most MAX_ROW_PAIRS pairs, between units
+    new_block = np.r_[True, unit_block[1:] != unit_block[:-1]]  # (units,)
+    pairs_before = np.cumsum(unit_pairs) - unit_pairs  # (units,) pairs before each unit
+    pairs_into_block = pairs_before - pairs_before[new_block][np.cumsum(new_block) - 1]  # (units,)
+    unit_row = unit_block.astype(np.int64) * (MAX_ROW_PAIRS + 1) + pairs_into_block // MAX_ROW_PAIRS  # (units,)
+    present, units_per_row = np.unique(unit_row, return_counts=True)  # (rows,) each; units ordered by row
+    pairs_per_row = np.bincount(np.searchsorted(present, unit_row), weights=unit_pairs).astype(np.int64)
+    row_block = present // (MAX_ROW_PAIRS + 1)  # (rows,)
     return pa.table(
         {
-            "id": pa.array(np.append(ids[touched], STATISTICS_ROW_ID).astype(np.int32)),
-            "w_in": matrix_to_lists(np.concatenate([input_vectors[touched], empty_vector])),
-            "touch_in": pa.array(np.append(touch_in[touched], 0)),
-            "w_out": matrix_to_lists(np.concatenate([output_vectors[touched], empty_vector])),
-            "touch_out": pa.array(np.append(touch_out[touched], 0)),
+            "task_key": pa.array(np.asarray(plan.task_keys, dtype=np.int32)[row_block % groups]),
+            "cycle": pa.array((row_block // (groups * groups)).astype(np.int32)),
+            "stratum": pa.array((row_block // groups % groups).astype(np.int32)),
+            "source": pa.array(np.full(present.size, source, dtype=np.int32)),
+            "part": pa.array((present % (MAX_ROW_PAIRS + 1)).astype(np.int32)),
+            "context_ids": lists_from_lengths(units_per_row, pa.array(pairs.context_ids[order][unit_start])),
+            "context_pairs": lists_from_lengths(units_per_row, pa.array(unit_pairs.astype(np.int32))),
+            "center_ids": lists_from_lengths(pairs_per_row, pa.array(pairs.center_ids[order])),
+        },
+        schema=PAIRS_SCHEMA,
+    )
+
+
+@dataclass(frozen=True)
+class LocalRows:
+    """One side of a task's rows: sorted ids, their groups and vectors, and a lookup."""
+
+    ids: np.ndarray  # (local,) int64, ascending
+    groups: np.ndarray  # (local,) int32
+    vectors: np.ndarray  # (local, dim) float32
+    row_of_id: np.ndarray  # (vocab,) int64 local row of each id (0 where absent)
+
+
+def local_rows(rows: pa.Table, side: int, dim: int, vocab_size: int) -> LocalRows:
+    """The task's rows of one side, in id order whatever order they arrived in."""
+    chosen = rows.filter(pc.equal(rows.column("side"), side))
+    ids = chosen.column("id").to_numpy().astype(np.int64)
+    order = np.argsort(ids)
+    row_of_id = np.zeros(vocab_size, dtype=np.int64)
+    row_of_id[ids[order]] = np.arange(ids.size)
+    return LocalRows(ids[order], chosen.column("group").to_numpy()[order],
+                     binary_to_matrix(chosen.column("vector"), dim)[order], row_of_id)
+
+
+def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
+    """Executor side: local SGD over one block of the plan's phase; emit its rows and statistics.
+
+    Parameters
+    ----------
+    blocks : pyarrow.Table
+        `PAIRS_SCHEMA` rows of one (cycle, stratum, input group), the parts of every source shard
+        (maybe none).
+    rows : pyarrow.Table
+        `HALF_SCHEMA` plus ``task_key``: the input rows of the block's input group and the
+        output rows of its output group.
+    plan : RoundPlan
+    """
+    settings = plan.settings
+    groups, vocab_size = settings.num_shards, plan.noise_weights.value.size
+    inputs = local_rows(rows, INPUT_SIDE, settings.dim, vocab_size)
+    outputs = local_rows(rows, OUTPUT_SIDE, settings.dim, vocab_size)
+    blocks = blocks.sort_by([("source", "ascending"), ("part", "ascending")])
+    context_ids = column_values(blocks, "context_ids")  # (units,)
+    context_pairs = column_values(blocks, "context_pairs").astype(np.int64)  # (units,)
+    center_ids = column_values(blocks, "center_ids")  # (pairs,)
+    loss, pairs, sampled_pairs = 0.0, int(center_ids.size), 0
+    if pairs:
+        noise_group = output_group(int(word_groups(context_ids[:1], groups)[0]), plan.stratum, groups)
+        noise = NoiseSampler(np.where(word_groups(np.arange(vocab_size), groups) == noise_group,
+                                      plan.noise_weights.value, 0.0))
+        noise_weight = settings.negative / settings.noise_pool * plan.noise_scale[noise_group]
+        unit_end = np.cumsum(context_pairs)  # (units,) pairs up to and including each unit
+        batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
+        batch_start = np.flatnonzero(np.r_[True, batch_of_unit[1:] != batch_of_unit[:-1]])  # (batches,)
+        batch_stop = np.r_[batch_start[1:], context_ids.size]
+        generator = seeded_generator(settings.seed, plan.epoch, plan.round_index, NOISE_STREAM,
+                                     (plan.cycle * groups + plan.stratum) * groups + noise_group)
+        pools = outputs.row_of_id[noise.draw(generator, (batch_start.size, settings.noise_pool))]
+        unit_rows = inputs.row_of_id[context_ids]  # (units,)
+        center_rows = outputs.row_of_id[center_ids]  # (pairs,)
+        for batch_number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
+            pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
+            with_loss = batch_number % LOSS_SAMPLE_INTERVAL == 0
+            phase = plan.cycle * groups + plan.stratum
+            fraction_done = (phase + pair_first / pairs) / (groups * settings.cycles_per_round)
+            loss += sgns_step(
+                inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
+                center_rows[pair_first:pair_stop], pools[batch_number], noise_weight,
+                plan.learning_rate(fraction_done), with_loss,
+            )
+            sampled_pairs += pair_stop - pair_first if with_loss else 0
+        loss *= pairs / max(sampled_pairs, 1)  # the sampled batches' loss, scaled to all pairs
+    if not (np.isfinite(inputs.vectors).all() and np.isfinite(outputs.vectors).all()):
+        loss = float("nan")
+    return block_table(inputs, outputs, loss, pairs)
+
+
+def column_values(table: pa.Table, column: str) -> np.ndarray:
+    """The items of a list column, all rows' lists one after another."""
+    values = table.column(column).combine_chunks() if table.num_rows else pa.array([], pa.list_(pa.int32()))
+    return values.flatten().to_numpy(zero_copy_only=False)
+
+
+def block_table(inputs: LocalRows, outputs: LocalRows, loss: float, pairs: int) -> pa.Table:
+    """A task's rows as halves (input rows, then output rows), then one statistics row."""
+    count = inputs.ids.size + outputs.ids.size
+    dim = inputs.vectors.shape[1]
+    return pa.table(
+        {
+            "id": pa.array(np.concatenate([inputs.ids, outputs.ids, [STATISTICS_ROW_ID]]).astype(np.int32)),
+            "group": pa.array(np.concatenate([inputs.groups, outputs.groups, [0]]).astype(np.int32)),
+            "side": pa.array(np.repeat(np.array([INPUT_SIDE, OUTPUT_SIDE, INPUT_SIDE], np.int32),
+                                       [inputs.ids.size, outputs.ids.size, 1])),
+            "vector": matrix_to_binary(np.concatenate(
+                [inputs.vectors, outputs.vectors, np.zeros((1, dim), dtype=np.float32)]
+            )),
             "loss": pa.array(np.append(np.zeros(count), loss)),
             "pairs": pa.array(np.append(np.zeros(count, dtype=np.int64), pairs)),
-            "words": pa.array(np.append(np.zeros(count, dtype=np.int64), words)),
             "worker_peak_rss_mib": pa.array(np.append(np.zeros(count), peak_rss_mib())),
             "worker_python": pa.array([""] * count + [sys.executable], pa.string()),
         },
-        schema=UPDATE_SCHEMA,
+        schema=BLOCK_SCHEMA,
     )

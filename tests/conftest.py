@@ -52,7 +52,7 @@ def reset_shuffle_partitions(spark):
 PLANTED_TOKENS = 400_000
 PLANTED_SETTINGS = (
     "train.dim=32", "train.window=4", "train.epochs=2", "train.num_shards=2",
-    "train.rounds_per_epoch=2", "train.keep_rounds=10", "vocab.min_count=5",
+    "train.rounds_per_epoch=2", "train.cycles_per_round=4", "train.keep_rounds=10", "vocab.min_count=5",
 )
 
 

@@ -40,10 +40,16 @@ def test_every_range_is_enforced_with_the_field_named(name):
             load_config(None, [f"{name}={value}"])
 
 
-def test_minibatch_larger_than_twice_the_noise_pool_is_rejected():
-    load_config(None, ["train.batch_centers=256", "train.noise_pool=128"])
-    with pytest.raises(UserError, match="train.batch_centers = 257 is more than 2x train.noise_pool = 128"):
-        load_config(None, ["train.batch_centers=257", "train.noise_pool=128"])
+def test_minibatch_larger_than_twelve_times_the_noise_pool_is_rejected():
+    load_config(None, ["train.batch_pairs=1536", "train.noise_pool=128"])
+    with pytest.raises(UserError, match="train.batch_pairs = 1537 is more than 12x train.noise_pool = 128"):
+        load_config(None, ["train.batch_pairs=1537", "train.noise_pool=128"])
+
+
+def test_automatic_rounds_grow_with_the_shards():
+    assert load_config(None, ["train.num_shards=2"]).train.rounds() == 4
+    assert load_config(None, ["train.num_shards=16"]).train.rounds() == 16
+    assert load_config(None, ["train.num_shards=16", "train.rounds_per_epoch=3"]).train.rounds() == 3
 
 
 def test_unknown_key_is_rejected():

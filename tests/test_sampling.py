@@ -1,10 +1,11 @@
 import numpy as np
 
 from sgns_spark.sampling import (
+    SUBSAMPLE_STREAM,
+    WINDOW_STREAM,
     NoiseSampler,
-    context_window,
-    draw_shard_samples,
-    shard_generators,
+    seeded_generator,
+    skipgram_pairs,
 )
 
 
@@ -17,41 +18,48 @@ def test_noise_sampler_follows_unigram_power_within_tolerance():
     np.testing.assert_allclose(frequencies, weights, atol=2e-3)
 
 
+def generators(seed=1):
+    return seeded_generator(seed, 0, 0, SUBSAMPLE_STREAM, 0), seeded_generator(seed, 0, 0, WINDOW_STREAM, 0)
+
+
 def test_subsampling_keeps_words_at_their_keep_probability():
     keep = np.array([1.0, 0.5, 0.1, 0.02])
-    word_ids = np.repeat(np.arange(4), 250_000).astype(np.int32)
-    samples = draw_shard_samples(word_ids, np.zeros(word_ids.size, np.int64), keep,
-                                 NoiseSampler(np.full(4, 0.25)), window=3, batch_centers=1000,
-                                 noise_pool=7, generators=shard_generators(1, 0, 0, 0))
-    kept_rate = np.bincount(samples.word_ids, minlength=4) / 250_000
-    np.testing.assert_allclose(kept_rate, keep, atol=3e-3)
-    assert samples.reduced_window.min() == 1 and samples.reduced_window.max() == 3
-    assert samples.noise_ids.shape == (-(-samples.word_ids.size // 1000), 7)  # a pool per minibatch
+    for word, probability in enumerate(keep):
+        word_ids = np.full(250_000, word, dtype=np.int32)
+        pairs = skipgram_pairs(word_ids, np.zeros(word_ids.size, np.int64), keep, 3, *generators())
+        assert abs(pairs.kept_tokens / word_ids.size - probability) < 3e-3
 
 
-def test_draws_depend_only_on_seed_epoch_round_and_shard():
-    first = shard_generators(5, 1, 2, 3)["noise"].random(4)
-    again = shard_generators(5, 1, 2, 3)["noise"].random(4)
-    other = shard_generators(5, 1, 2, 4)["noise"].random(4)
+def test_draws_depend_only_on_seed_epoch_round_stream_and_index():
+    first = seeded_generator(5, 1, 2, 3, 4).random(4)
+    again = seeded_generator(5, 1, 2, 3, 4).random(4)
     np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first, other)
+    for other in ((5, 1, 2, 3, 5), (5, 1, 2, 4, 4), (5, 1, 3, 3, 4), (5, 2, 2, 3, 4), (6, 1, 2, 3, 4)):
+        assert not np.array_equal(first, seeded_generator(*other).random(4))
 
 
-def test_context_window_matches_a_loop():
+def test_skipgram_pairs_match_a_loop_over_centers():
     rng = np.random.default_rng(4)
-    sentence_index = np.repeat(np.arange(6), rng.integers(1, 8, 6))
+    lengths = rng.integers(1, 12, 30)
+    sentence_index = np.repeat(np.arange(lengths.size), lengths)
+    word_ids = rng.integers(0, 20, sentence_index.size).astype(np.int32)
+    keep = rng.uniform(0.3, 1.0, 20)
     window = 3
-    reduced = rng.integers(1, window + 1, sentence_index.size)
-    start, stop = 2, sentence_index.size - 1
-    positions, mask = context_window(sentence_index, reduced, window, start, stop)
-    for center in range(start, stop):
-        expected = {
-            center + offset for offset in range(-reduced[center], reduced[center] + 1)
-            if offset and 0 <= center + offset < sentence_index.size
-            and sentence_index[center + offset] == sentence_index[center]
-        }
-        slots = np.flatnonzero(mask[center - start])
-        assert {positions[center - start + slot] for slot in slots} == expected
+    pairs = skipgram_pairs(word_ids, sentence_index, keep, window, *generators(7))
+    # the same draws, written out per center as word2vec.c does
+    subsample, shrink = generators(7)
+    kept = subsample.random(word_ids.size) < keep[word_ids]
+    ids, sentence = word_ids[kept], sentence_index[kept]
+    reach = shrink.integers(1, window + 1, ids.size)
+    expected = sorted(
+        (center + offset, ids[center + offset], ids[center])
+        for center in range(ids.size) for offset in range(-reach[center], reach[center] + 1)
+        if offset and 0 <= center + offset < ids.size and sentence[center + offset] == sentence[center]
+    )
+    assert pairs.kept_tokens == ids.size and len(expected) > 300
+    assert np.all(np.diff(pairs.context_position) >= 0)  # ordered by context position
+    found = sorted(zip(pairs.context_position, pairs.context_ids, pairs.center_ids, strict=True))
+    assert found == expected
 
 
 def test_guide_table_draws_equal_inverse_cdf_search():

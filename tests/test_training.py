@@ -1,16 +1,28 @@
 """Training end to end on the planted corpus, and the properties the driver promises."""
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import train_planted, write_planted_corpus
 
-from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
+from sgns_spark import shard
+from sgns_spark.arrow import binary_to_matrix, lists_to_matrix, matrix_to_binary, matrix_to_lists
 from sgns_spark.config import TrainSettings
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
 from sgns_spark.model_store import LATEST_FILE, read_latest, round_directory
-from sgns_spark.shard import MAX_STEP_SCALE, RoundPlan, averaging_step_scales, train_shard
+from sgns_spark.shard import (
+    INPUT_SIDE,
+    OUTPUT_SIDE,
+    STATISTICS_ROW_ID,
+    RoundPlan,
+    stratified_pairs,
+    train_block,
+)
+from sgns_spark.strata import noise_scales, word_groups
 from sgns_spark.synthetic import FAMILIES
 from sgns_spark.vectors import Vectors
 
@@ -95,14 +107,26 @@ def test_other_settings_on_the_same_root_are_refused_until_restart(spark, plante
     assert storage.read_json("reports/train.json")["settings"]["train.seed"] == 9
 
 
-def test_divergence_stops_with_the_learning_rate_named_and_keeps_latest(spark, tmp_path):
+def test_non_finite_parameters_stop_training_with_the_learning_rate_named_and_keep_latest(spark, tmp_path):
+    """The kernel's curvature limit keeps even learning rate 10 finite, so the guard is driven
+    by a model round holding an infinite value, as a corrupt or diverged round would."""
     corpus, _ = write_planted_corpus(tmp_path / "data")
-    with pytest.raises(UserError, match=r"diverged .* lower train.learning_rate \(now 10.0\)") as error:
-        train_planted(spark, tmp_path / "root", corpus, "train.learning_rate=10", "train.epochs=1")
+    _, storage = train_planted(spark, tmp_path / "root", corpus, "train.epochs=1")
+    round_zero = storage.path(round_directory(0)).removeprefix("file:")
+    model = pq.read_table(round_zero)
+    input_vectors = lists_to_matrix(model.column("w_in"), 32)
+    input_vectors[0, 0] = np.inf
+    model = model.set_column(1, "w_in", matrix_to_lists(input_vectors))
+    for name in storage.list_names(round_directory(0)):
+        storage.delete(f"{round_directory(0)}/{name}")
+    pq.write_table(model, f"{round_zero}/part-00000.parquet")
+    for model_round in (1, 2):
+        storage.delete(round_directory(model_round))
+    storage.write_json(LATEST_FILE, {**read_latest(storage), "round": 0, "epoch": 0, "round_in_epoch": 0})
+    storage.delete("reports/train.json")
+    with pytest.raises(UserError, match=r"diverged .* lower train.learning_rate \(now 0.025\)") as error:
+        train_planted(spark, tmp_path / "root", corpus, "train.epochs=1")
     assert "model round 0 stays the latest" in str(error.value)
-    _, storage = None, None
-    from sgns_spark.storage import Storage
-    storage = Storage(spark, str(tmp_path / "root"))
     assert read_latest(storage)["round"] == 0
     assert not storage.exists(round_directory(1))
     assert not storage.exists("reports/train.json")
@@ -115,45 +139,92 @@ class Broadcast:
         self.value = value
 
 
-def test_a_retried_shard_task_yields_identical_rows_whatever_the_row_order():
-    rng = np.random.default_rng(0)
-    vocab, dim = 50, 8
+def small_round(rng, vocab=60, dim=8, shards=3):
+    """Sentences of two source shards, the halves of a random model, and a plan."""
     counts = np.sort(rng.integers(5, 500, vocab))[::-1].astype(np.float64)
-    sentences = pa.table({
-        "shard_key": pa.array([7] * 20, pa.int32()), "shard": pa.array([1] * 20, pa.int32()),
-        "sentence_key": pa.array(rng.permutation(20).astype(np.int64)),
+    sources = [pa.table({
+        "shard_key": pa.array([source] * 20, pa.int32()), "shard": pa.array([source] * 20, pa.int32()),
+        "sentence_key": pa.array(rng.permutation(20).astype(np.int64) + 100 * source),
         "ids": pa.array([rng.integers(0, vocab, 30).astype(np.int32).tolist() for _ in range(20)],
                         pa.list_(pa.int32())),
+    }) for source in range(2)]
+    vectors = rng.normal(0, 0.1, (2 * vocab, dim)).astype(np.float32)
+    halves = pa.table({
+        "id": pa.array(np.tile(np.arange(vocab, dtype=np.int32), 2)),
+        "group": pa.array(np.tile(word_groups(np.arange(vocab), shards), 2)),
+        "side": pa.array(np.repeat([INPUT_SIDE, OUTPUT_SIDE], vocab).astype(np.int32)),
+        "vector": matrix_to_binary(vectors),
     })
-    w = rng.normal(0, 0.1, (vocab, dim)).astype(np.float32)
-    rows = pa.table({"shard": pa.array([1] * vocab, pa.int32()), "id": pa.array(np.arange(vocab, dtype=np.int32)),
-                     "w_in": matrix_to_lists(w), "w_out": matrix_to_lists(w[::-1].copy())})
-    plan = RoundPlan(TrainSettings(dim=dim, num_shards=2), 0, 1, Broadcast(counts),
-                     Broadcast(np.full(vocab, 0.9)), Broadcast(counts**0.75 / (counts**0.75).sum()),
+    noise = counts**0.75 / (counts**0.75).sum()
+    settings = TrainSettings(dim=dim, num_shards=shards, cycles_per_round=2)
+    plan = RoundPlan(settings, 0, 1, 0, 0, Broadcast(np.full(vocab, 0.9)),
+                     Broadcast(noise), noise_scales(counts * 0.9, noise, shards), (70, 71, 72),
                      0.0, 600.0, 2400.0)
-    first = train_shard(sentences, rows, plan)
-    retried = train_shard(sentences.take(rng.permutation(20)), rows.take(rng.permutation(vocab)), plan)
+    return sources, halves, plan
+
+
+def owned_rows(halves, group, stratum, shards):
+    """The halves the task of `group` owns in `stratum`: its input rows and its output group's rows."""
+    owner = (halves.column("group").to_numpy() - halves.column("side").to_numpy() * stratum) % shards
+    return halves.filter(pa.array(owner == group))
+
+
+def test_blocks_of_a_stratum_own_disjoint_rows_and_together_all_of_them():
+    rng = np.random.default_rng(0)
+    shards = 3
+    sources, halves, plan = small_round(rng, shards=shards)
+    blocks = pa.concat_tables([stratified_pairs(source, plan) for source in sources])
+    assert sum(len(ids) for ids in blocks.column("center_ids").to_pylist()) > 1000
+    for stratum in range(shards):
+        emitted = []
+        for group in range(shards):
+            mine = blocks.filter(pa.array((blocks.column("cycle").to_numpy() == 0)
+                                          & (blocks.column("stratum").to_numpy() == stratum)
+                                          & (blocks.column("task_key").to_numpy() == plan.task_keys[group])))
+            rows = owned_rows(halves, group, stratum, shards)
+            result = train_block(mine, rows, dataclasses.replace(plan, cycle=0, stratum=stratum))
+            result = result.filter(pa.array(result.column("id").to_numpy() != STATISTICS_ROW_ID))
+            # the block's pairs only read rows the task owns: contexts of its group, centers of the other
+            for ids, side in (("context_ids", INPUT_SIDE), ("center_ids", OUTPUT_SIDE)):
+                words = np.concatenate([np.asarray(x, dtype=np.int64) for x in mine.column(ids).to_pylist()] + [[]])
+                owned = rows.filter(pa.array(rows.column("side").to_numpy() == side)).column("id").to_numpy()
+                assert np.isin(words, owned).all()
+            assert result.num_rows == rows.num_rows
+            emitted.append(result)
+        union = pa.concat_tables(emitted)
+        keys = union.column("id").to_numpy() * 2 + union.column("side").to_numpy()
+        np.testing.assert_array_equal(np.sort(keys), np.arange(halves.num_rows))  # each half once
+        changed = ~np.isclose(binary_to_matrix(union.sort_by([("side", "ascending"), ("id", "ascending")])
+                                               .column("vector"), 8),
+                              binary_to_matrix(halves.column("vector"), 8)).all(axis=1)
+        assert changed.sum() > halves.num_rows // 2  # most rows trained in every stratum
+
+
+def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_parts(monkeypatch):
+    rng = np.random.default_rng(1)
+    sources, halves, plan = small_round(rng, shards=2)
+    pairs = [stratified_pairs(source, plan) for source in sources]
+    again = [stratified_pairs(source.take(rng.permutation(source.num_rows)), plan) for source in sources]
+    assert all(first.equals(second) for first, second in zip(pairs, again, strict=True))
+    blocks = pa.concat_tables(pairs)
+    mine = blocks.filter(pa.array((blocks.column("cycle").to_numpy() == 1)
+                                  & (blocks.column("stratum").to_numpy() == 1)
+                                  & (blocks.column("task_key").to_numpy() == plan.task_keys[0])))
+    rows = owned_rows(halves, 0, 1, 2)
+    plan = dataclasses.replace(plan, cycle=1, stratum=1)
+    first = train_block(mine, rows, plan)
+    retried = train_block(mine.take(rng.permutation(mine.num_rows)), rows.take(rng.permutation(rows.num_rows)),
+                          plan)
     # every row identical; only the worker's own peak memory in the statistics row may differ
     process_columns = ["worker_peak_rss_mib", "worker_python"]
     assert first.drop_columns(process_columns).equals(retried.drop_columns(process_columns))
-    assert first.column("id").to_pylist()[-1] == -1 and first.column("words")[-1].as_py() == 600
-
-
-def test_averaging_step_factor_is_capped_damped_for_frequent_rows_and_never_binds_at_two_shards():
-    vocab = 50_000
-    counts = 1e7 / np.arange(1, vocab + 1)  # Zipf, about 1.1e8 tokens
-    noise = counts**0.75 / (counts**0.75).sum()
-    factors = {}
-    for shards in (2, 16):
-        plan = RoundPlan(TrainSettings(num_shards=shards), 0, 0, Broadcast(counts), Broadcast(np.ones(vocab)),
-                         Broadcast(noise), 0.0, 1.0, 1.0)
-        factors[shards] = averaging_step_scales(np.arange(vocab), plan)
-    for input_factor, output_factor in factors.values():
-        assert (input_factor >= 1).all() and (output_factor >= 1).all()
-    # 2 shards: at most one other shard to make up for, so the cap never binds
-    assert max(f.max() for f in factors[2]) <= 2.0
-    # 16 shards: mid-frequency rows reach the cap; the most frequent, repeated within a
-    # minibatch, are damped well below it
-    input_factor, output_factor = factors[16]
-    assert input_factor.max() == output_factor.max() == np.float32(MAX_STEP_SCALE)
-    assert input_factor[0] < 1.5 and input_factor[1000] == np.float32(MAX_STEP_SCALE)
+    monkeypatch.setattr(shard, "MAX_ROW_PAIRS", 37)  # blocks cut into many parts
+    parts = pa.concat_tables([shard.stratified_pairs(source, plan) for source in sources])
+    mine_in_parts = parts.filter(pa.array((parts.column("cycle").to_numpy() == 1)
+                                          & (parts.column("stratum").to_numpy() == 1)
+                                          & (parts.column("task_key").to_numpy() == plan.task_keys[0])))
+    assert mine_in_parts.num_rows > 2 * mine.num_rows
+    in_parts = train_block(mine_in_parts.take(rng.permutation(mine_in_parts.num_rows)), rows, plan)
+    assert first.drop_columns(process_columns).equals(in_parts.drop_columns(process_columns))
+    assert first.column("id").to_pylist()[-1] == STATISTICS_ROW_ID
+    assert first.column("pairs")[-1].as_py() == sum(len(ids) for ids in mine.column("center_ids").to_pylist())
