@@ -209,7 +209,7 @@ def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
     center_ids = column_values(blocks, "center_ids")  # (pairs,)
     loss, pairs, sampled_pairs = 0.0, int(center_ids.size), 0
     if pairs:
-        noise_group = output_group(int(word_groups(context_ids[:1], groups)[0]), plan.stratum, groups)
+        noise_group = output_group(int(inputs.groups[0]), plan.stratum, groups)
         noise = NoiseSampler(np.where(word_groups(np.arange(vocab_size), groups) == noise_group,
                                       plan.noise_weights.value, 0.0))
         noise_weight = settings.negative / settings.noise_pool * plan.noise_scale[noise_group]
@@ -222,11 +222,11 @@ def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
         pools = outputs.row_of_id[noise.draw(generator, (batch_start.size, settings.noise_pool))]
         unit_rows = inputs.row_of_id[context_ids]  # (units,)
         center_rows = outputs.row_of_id[center_ids]  # (pairs,)
+        phase, phases = plan.cycle * groups + plan.stratum, groups * settings.cycles_per_round
         for batch_number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
             pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
             with_loss = batch_number % LOSS_SAMPLE_INTERVAL == 0
-            phase = plan.cycle * groups + plan.stratum
-            fraction_done = (phase + pair_first / pairs) / (groups * settings.cycles_per_round)
+            fraction_done = (phase + pair_first / pairs) / phases
             loss += sgns_step(
                 inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
                 center_rows[pair_first:pair_stop], pools[batch_number], noise_weight,

@@ -48,7 +48,7 @@ def test_minibatch_larger_than_twelve_times_the_noise_pool_is_rejected():
 
 def test_automatic_rounds_grow_with_the_shards():
     assert load_config(None, ["train.num_shards=2"]).train.rounds() == 4
-    assert load_config(None, ["train.num_shards=16"]).train.rounds() == 16
+    assert load_config(None, ["train.num_shards=16"]).train.rounds() == 32
     assert load_config(None, ["train.num_shards=16", "train.rounds_per_epoch=3"]).train.rounds() == 3
 
 
