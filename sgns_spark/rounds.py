@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import cogrouped_function, grouped_function, spark_schema
@@ -72,6 +72,11 @@ def partition_keys(spark: SparkSession, partitions: int) -> list[int]:
     return [keys[partition] for partition in range(partitions)]
 
 
+def key_column(keys: list[int], index: Column) -> Column:
+    """The partition key (`partition_keys`) of the shard or group number in column `index`."""
+    return F.element_at(F.array(*[F.lit(key) for key in keys]), index + 1)
+
+
 def assign_shards(corpus: DataFrame, config: Config, keys: list[int]) -> DataFrame:
     """Add each sentence's shard, its shard's partition key and its round within an epoch."""
     settings = config.train
@@ -80,7 +85,7 @@ def assign_shards(corpus: DataFrame, config: Config, keys: list[int]) -> DataFra
         F.xxhash64("sentence_key", F.lit(settings.seed + SLICE_HASH_SALT)),
         F.lit(settings.rounds()),
     )
-    key_of_shard = F.element_at(F.array(*[F.lit(key) for key in keys]), shard.cast("int") + 1)
+    key_of_shard = key_column(keys, shard.cast("int"))
     return corpus.select(
         shard.cast("int").alias("shard"),
         key_of_shard.alias("shard_key"),
@@ -239,14 +244,13 @@ class Trainer:
             grouped_function(stratified_pairs, plan=plan), spark_schema(PAIRS_SCHEMA)
         ).localCheckpoint(eager=True)
         halves = model_halves(read_round(self.spark, self.storage, global_round - 1), groups, train.dim)
-        task_of_group = F.array(*[F.lit(key) for key in self.task_keys])
         totals = {"loss": 0.0, "pairs": 0, "worker_peak_rss_mib": 0.0, "worker_python": ""}
         for cycle, stratum in itertools.product(range(train.cycles_per_round), range(groups)):
             phase = f"cycle {cycle + 1}/{train.cycles_per_round} stratum {stratum + 1}/{groups}"
             self.spark.sparkContext.setJobDescription(f"{description} {phase}")
             owner = F.pmod(F.col("group") - F.col("side") * F.lit(stratum), F.lit(groups))
             rows = halves.where(F.col("id") != STATISTICS_ROW_ID).select(
-                F.element_at(task_of_group, owner + 1).alias("task_key"), "id", "group", "side", "vector"
+                key_column(self.task_keys, owner).alias("task_key"), "id", "group", "side", "vector"
             )
             block = blocks.where((F.col("cycle") == cycle) & (F.col("stratum") == stratum))
             trained = block.groupBy("task_key").cogroup(rows.groupBy("task_key")).applyInArrow(

@@ -33,7 +33,7 @@ from sgns_spark.sampling import (
     seeded_generator,
     skipgram_pairs,
 )
-from sgns_spark.strata import output_group, pair_strata, word_groups
+from sgns_spark.strata import pair_strata, word_groups
 
 STATISTICS_ROW_ID = -1
 INPUT_SIDE, OUTPUT_SIDE = 0, 1  # the `side` of a half: input row v or output row v'
@@ -148,7 +148,7 @@ def stratified_pairs(sentences: pa.Table, plan: RoundPlan) -> pa.Table:
     pairs_into_block = pairs_before - pairs_before[new_block][np.cumsum(new_block) - 1]  # (units,)
     unit_row = unit_block.astype(np.int64) * (MAX_ROW_PAIRS + 1) + pairs_into_block // MAX_ROW_PAIRS  # (units,)
     present, units_per_row = np.unique(unit_row, return_counts=True)  # (rows,) each; units ordered by row
-    pairs_per_row = np.bincount(np.searchsorted(present, unit_row), weights=unit_pairs).astype(np.int64)
+    pairs_per_row = np.add.reduceat(unit_pairs, np.cumsum(units_per_row) - units_per_row)  # (rows,)
     row_block = present // (MAX_ROW_PAIRS + 1)  # (rows,)
     return pa.table(
         {
@@ -209,9 +209,9 @@ def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
     center_ids = column_values(blocks, "center_ids")  # (pairs,)
     loss, pairs, sampled_pairs = 0.0, int(center_ids.size), 0
     if pairs:
-        noise_group = output_group(int(inputs.groups[0]), plan.stratum, groups)
-        noise = NoiseSampler(np.where(word_groups(np.arange(vocab_size), groups) == noise_group,
-                                      plan.noise_weights.value, 0.0))
+        # the output rows are every word of the output group, in id order: the noise candidates
+        noise_group = int(outputs.groups[0])
+        noise = NoiseSampler(plan.noise_weights.value[outputs.ids])
         noise_weight = settings.negative / settings.noise_pool * plan.noise_scale[noise_group]
         unit_end = np.cumsum(context_pairs)  # (units,) pairs up to and including each unit
         batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
@@ -219,7 +219,7 @@ def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
         batch_stop = np.r_[batch_start[1:], context_ids.size]
         generator = seeded_generator(settings.seed, plan.epoch, plan.round_index, NOISE_STREAM,
                                      (plan.cycle * groups + plan.stratum) * groups + noise_group)
-        pools = outputs.row_of_id[noise.draw(generator, (batch_start.size, settings.noise_pool))]
+        pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
         unit_rows = inputs.row_of_id[context_ids]  # (units,)
         center_rows = outputs.row_of_id[center_ids]  # (pairs,)
         phase, phases = plan.cycle * groups + plan.stratum, groups * settings.cycles_per_round

@@ -27,11 +27,6 @@ def word_groups(ids: np.ndarray, groups: int) -> np.ndarray:
     return np.where(turn < groups, turn, 2 * groups - 1 - turn).astype(np.int32)
 
 
-def output_group(input_group: int, stratum: int, groups: int) -> int:
-    """The group whose output rows block (`input_group`, `stratum`) trains."""
-    return (input_group + stratum) % groups
-
-
 def pair_strata(context_group: np.ndarray, center_group: np.ndarray, groups: int) -> np.ndarray:
     """``(pairs,) int32``: the stratum of each (context, center) pair."""
     return ((center_group - context_group) % groups).astype(np.int32)
