@@ -57,6 +57,18 @@ class NoiseSampler:
         return np.minimum(ids, last).reshape(shape)
 
 
+def run_start_flags(*keys: np.ndarray) -> np.ndarray:
+    """``(n,) bool``: where a run of equal consecutive entries (of all `keys` at once) begins.
+
+    Empty keys give an empty result, not the single start ``np.r_[True, ...]`` would.
+    """
+    starts = np.zeros(keys[0].size, dtype=bool)
+    starts[:1] = True
+    for key in keys:
+        starts[1:] |= key[1:] != key[:-1]
+    return starts
+
+
 @dataclass(frozen=True)
 class SkipgramPairs:
     """The (context, center) pairs of a token stream, ordered by context position.
@@ -105,8 +117,9 @@ def skipgram_pairs(
     reach = np.append(reach, 0).astype(np.int8)  # (kept + 1,) the extra entry: no window
     distances = np.repeat(np.arange(1, window + 1), 2).astype(np.int8)  # (2W,) 1, 1, 2, 2, ..
     offsets = distances * np.tile([-1, 1], window).astype(np.int32)  # (2W,) center minus context
-    starts = np.flatnonzero(np.r_[True, kept_sentence[1:] != kept_sentence[:-1]])  # (sentences,)
-    sentence_of = np.cumsum(np.r_[True, kept_sentence[1:] != kept_sentence[:-1]]) - 1  # (kept,)
+    new_sentence = run_start_flags(kept_sentence)  # (kept,)
+    starts = np.flatnonzero(new_sentence)  # (sentences,)
+    sentence_of = np.cumsum(new_sentence) - 1  # (kept,)
     first = starts[sentence_of].astype(np.int32)[:, None]  # (kept, 1) first position of the sentence
     last = np.r_[starts[1:] - 1, kept_ids.size - 1][sentence_of].astype(np.int32)[:, None]
     center = np.arange(kept_ids.size, dtype=np.int32)[:, None] + offsets  # (kept, 2W)

@@ -30,6 +30,7 @@ from sgns_spark.sampling import (
     SUBSAMPLE_STREAM,
     WINDOW_STREAM,
     NoiseSampler,
+    run_start_flags,
     seeded_generator,
     skipgram_pairs,
 )
@@ -139,11 +140,11 @@ def stratified_pairs(sentences: pa.Table, plan: RoundPlan) -> pa.Table:
     # within a block, pairs stay in context-position order; small keys sort by radix
     order = np.argsort(block.astype(np.min_scalar_type(blocks - 1)), kind="stable")
     block, position = block[order], pairs.context_position[order]  # (pairs,) each
-    unit_start = np.flatnonzero(np.r_[True, (block[1:] != block[:-1]) | (position[1:] != position[:-1])])
+    unit_start = np.flatnonzero(run_start_flags(block, position))  # (units,)
     unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
     unit_block = block[unit_start]  # (units,)
     # a block is cut into rows of at most MAX_ROW_PAIRS pairs, between units
-    new_block = np.r_[True, unit_block[1:] != unit_block[:-1]]  # (units,)
+    new_block = run_start_flags(unit_block)  # (units,)
     pairs_before = np.cumsum(unit_pairs) - unit_pairs  # (units,) pairs before each unit
     pairs_into_block = pairs_before - pairs_before[new_block][np.cumsum(new_block) - 1]  # (units,)
     unit_row = unit_block.astype(np.int64) * (MAX_ROW_PAIRS + 1) + pairs_into_block // MAX_ROW_PAIRS  # (units,)
@@ -215,7 +216,7 @@ def train_block(blocks: pa.Table, rows: pa.Table, plan: RoundPlan) -> pa.Table:
         noise_weight = settings.negative / settings.noise_pool * plan.noise_scale[noise_group]
         unit_end = np.cumsum(context_pairs)  # (units,) pairs up to and including each unit
         batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
-        batch_start = np.flatnonzero(np.r_[True, batch_of_unit[1:] != batch_of_unit[:-1]])  # (batches,)
+        batch_start = np.flatnonzero(run_start_flags(batch_of_unit))  # (batches,)
         batch_stop = np.r_[batch_start[1:], context_ids.size]
         generator = seeded_generator(settings.seed, plan.epoch, plan.round_index, NOISE_STREAM,
                                      (plan.cycle * groups + plan.stratum) * groups + noise_group)

@@ -4,6 +4,7 @@ from sgns_spark.sampling import (
     SUBSAMPLE_STREAM,
     WINDOW_STREAM,
     NoiseSampler,
+    run_start_flags,
     seeded_generator,
     skipgram_pairs,
 )
@@ -70,3 +71,11 @@ def test_guide_table_draws_equal_inverse_cdf_search():
     uniform = np.random.default_rng(6).random(200_000)
     expected = np.minimum(np.searchsorted(sampler.cumulative, uniform, side="right"), weights.size - 1)
     np.testing.assert_array_equal(sampler.draw(np.random.default_rng(6), (200_000,)), expected)
+
+
+def test_run_start_flags_mark_each_run_of_all_keys_and_nothing_when_empty():
+    first = np.array([1, 1, 1, 2, 2, 3])
+    second = np.array([5, 5, 6, 6, 6, 6])
+    assert run_start_flags(first).tolist() == [True, False, False, True, False, True]
+    assert run_start_flags(first, second).tolist() == [True, False, True, True, False, True]
+    assert run_start_flags(np.array([], dtype=np.int64)).size == 0

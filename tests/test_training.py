@@ -200,6 +200,23 @@ def test_blocks_of_a_stratum_own_disjoint_rows_and_together_all_of_them():
         assert changed.sum() > halves.num_rows // 2  # most rows trained in every stratum
 
 
+def test_a_source_without_pairs_gives_no_blocks_and_its_task_passes_rows_through():
+    rng = np.random.default_rng(2)
+    _, halves, plan = small_round(rng, shards=2)
+    single_words = pa.table({  # one-word sentences: no (context, center) pair at all
+        "shard_key": pa.array([70] * 3, pa.int32()), "shard": pa.array([0] * 3, pa.int32()),
+        "sentence_key": pa.array([3, 1, 2], pa.int64()), "ids": pa.array([[4], [7], [9]], pa.list_(pa.int32())),
+    })
+    blocks = stratified_pairs(single_words, plan)
+    assert blocks.num_rows == 0 and blocks.schema == shard.PAIRS_SCHEMA
+    rows = owned_rows(halves, 0, 0, 2)
+    result = train_block(blocks, rows, plan)
+    assert result.column("pairs")[-1].as_py() == 0
+    trained = result.filter(pa.array(result.column("id").to_numpy() != STATISTICS_ROW_ID))
+    expected = rows.sort_by([("side", "ascending"), ("id", "ascending")])
+    assert trained.select(["id", "side", "vector"]).equals(expected.select(["id", "side", "vector"]))
+
+
 def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_parts(monkeypatch):
     rng = np.random.default_rng(1)
     sources, halves, plan = small_round(rng, shards=2)
