@@ -32,7 +32,10 @@ import numpy as np
 
 SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
+import os  # experiment
+
 MAX_CURVATURE_STEP = np.float32(1.0)  # bound on rate x a row's summed curvature; see curvature_step_limit
+GRADIENT_SHARE = np.float32(0.5)  # share of each slot's |gradient| counted as curvature; see curvature_step_limit
 
 
 def sigmoid(scores: np.ndarray) -> np.ndarray:
@@ -54,6 +57,7 @@ def sgns_step(
     noise_weight: float,
     learning_rate: float,
     with_loss: bool = True,
+    applied_curvature: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> float:
     """Apply one SGD step in place (curvature-limited per row); return the batch's loss before it.
 
@@ -109,18 +113,21 @@ def sgns_step(
     # scattering the pair slots directly is faster than summing them per unit first
     pairs, units_count = output_rows.size, unit_rows.size
     input_slots = np.concatenate([unit_rows[pair_unit], unit_rows])  # (B + U,)
+    positive_sensitivity = positive_curvature + GRADIENT_SHARE * positive_gradient  # (B,)
+    noise_sensitivity = noise_curvature + GRADIENT_SHARE * negative_gradient  # (U, M)
     input_curvature = np.concatenate([
-        positive_curvature * center_norms,  # (B,)
-        noise_curvature @ np.einsum("md,md->m", noise, noise),  # (U,)
+        positive_sensitivity * center_norms,  # (B,)
+        noise_sensitivity @ np.einsum("md,md->m", noise, noise),  # (U,)
     ])
     output_slots = np.concatenate([output_rows, noise_rows])  # (B + M,)
     output_curvature = np.concatenate([
-        positive_curvature * unit_norms[pair_unit],  # (B,)
-        noise_curvature.T @ unit_norms,  # (M,)
+        positive_sensitivity * unit_norms[pair_unit],  # (B,)
+        noise_sensitivity.T @ unit_norms,  # (M,)
     ])
     rate = np.float32(learning_rate)
-    input_rates = rate * curvature_step_limit(input_slots, input_curvature, rate)  # (B + U,)
-    output_rates = rate * curvature_step_limit(output_slots, output_curvature, rate)  # (B + M,)
+    input_applied, output_applied = applied_curvature or (None, None)
+    input_rates = rate * curvature_step_limit(input_slots, input_curvature, rate, input_applied)  # (B + U,)
+    output_rates = rate * curvature_step_limit(output_slots, output_curvature, rate, output_applied)  # (B + M,)
     # each slot's step, its rate folded into the gradient's scalar factors, written in place
     input_update = np.empty((pairs + units_count, centers.shape[1]), dtype=np.float32)  # (B + U, dim)
     np.multiply((positive_gradient * input_rates[:pairs])[:, None], centers, out=input_update[:pairs])
@@ -133,31 +140,39 @@ def sgns_step(
     return loss
 
 
-def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float32) -> np.ndarray:
+def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float32,
+                         applied: np.ndarray | None = None) -> np.ndarray:
     """``(slots,) float32`` factors <= 1 that keep each row's summed step from overshooting.
 
     A minibatch sums all gradients of a row, every one taken at the pre-step values, where
     sequential SGD would see each step's effect before the next. Along a direction where the
     loss has curvature h, a step of rate x gradient overshoots when rate x h > 2. The row's
     curvature is bounded by the sum over its slots of ``s(1 - s) |x|^2`` (the trace of its
-    Hessian block, x the vector it is scored against); where rate x that sum exceeds
+    Hessian block, x the vector it is scored against). A saturated score has s(1 - s) near 0
+    but a gradient near 1, and a row repeated in many such slots would take its whole summed
+    step unlimited; so each slot also counts `GRADIENT_SHARE` x its |gradient| x |x|^2, which
+    bounds how far the step moves the row's scores. Where rate x that sum exceeds
     `MAX_CURVATURE_STEP`, the row's step is scaled down to it. Rows of frequent words, summed
-    over many slots, are the ones limited; without this, training diverged once the learning
-    rate stayed near 0.025 for longer than about half an epoch (5-epoch runs).
+    over many slots, are the ones limited. Without the curvature part, training diverged once
+    the learning rate stayed near 0.025 for longer than about half an epoch (5-epoch runs);
+    without the gradient part, 64 word groups diverged (their blocks repeat a few frequent
+    pairs many times per minibatch) while 2 shards scored the same with it (simulated).
 
     Parameters
     ----------
     rows : numpy.ndarray
         ``(slots,)`` row of each slot, repeats allowed.
     curvature : numpy.ndarray
-        ``(slots,)`` each slot's summed ``s(1 - s) |x|^2``.
+        ``(slots,)`` each slot's summed ``(s(1 - s) + GRADIENT_SHARE |g|) |x|^2``.
     rate : numpy.float32
         The step size.
     """
     unique_rows, slot_row = np.unique(rows, return_inverse=True)
-    row_curvature = np.bincount(slot_row, weights=curvature, minlength=unique_rows.size)[slot_row]
-    step_curvature = (rate * row_curvature).astype(np.float32)  # (slots,)
-    return MAX_CURVATURE_STEP / np.maximum(step_curvature, MAX_CURVATURE_STEP)
+    row_curvature = np.bincount(slot_row, weights=curvature, minlength=unique_rows.size)  # (rows,)
+    step_curvature = (rate * row_curvature).astype(np.float32)  # (rows,)
+    if applied is not None:
+        applied[unique_rows] += np.minimum(step_curvature, MAX_CURVATURE_STEP)
+    return (MAX_CURVATURE_STEP / np.maximum(step_curvature, MAX_CURVATURE_STEP))[slot_row]
 
 
 def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray) -> None:

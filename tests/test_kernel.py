@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from sgns_spark.kernel import scatter_add_rows, sgns_step
+from sgns_spark import kernel
+from sgns_spark.kernel import GRADIENT_SHARE, scatter_add_rows, sgns_step
 
 NEGATIVE = 3
 
@@ -43,8 +44,8 @@ def reference_loss(input_vectors, output_vectors, unit_rows, unit_pairs, center_
 def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_rows, noise_rows, rate,
                    limited=True):
     """Minibatch SGD written pair by pair: every gradient from the pre-step parameters, summed per
-    row, and (if `limited`) each row's step limited so that rate x its summed s(1 - s)|x|^2 is at
-    most 1.
+    row, and (if `limited`) each row's step limited so that rate x its summed
+    (s(1 - s) + GRADIENT_SHARE |gradient|) |x|^2 is at most 1.
 
     Returns the new input and output vectors and the step factors of both (1 = not limited).
     """
@@ -61,8 +62,9 @@ def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_
             g = pair_weight * (label - probability)
             gradient_in[context] += g * u
             gradient_out[row] += g * v
-            curvature_in[context] += pair_weight * probability * (1 - probability) * (u @ u)
-            curvature_out[row] += pair_weight * probability * (1 - probability) * (v @ v)
+            sensitivity = pair_weight * (probability * (1 - probability) + GRADIENT_SHARE * abs(label - probability))
+            curvature_in[context] += sensitivity * (u @ u)
+            curvature_out[row] += sensitivity * (v @ v)
     factors = []
     new_vectors = []
     for vectors, gradient, curvature in ((input_vectors, gradient_in, curvature_in),
@@ -151,3 +153,18 @@ def test_loss_falls_on_a_toy_corpus():
         losses.append(total)
     assert losses[-1] < 0.25 * losses[0]
     assert all(later <= earlier * 1.01 for earlier, later in zip(losses, losses[1:], strict=False))
+
+
+def test_a_saturated_pair_repeated_in_one_batch_moves_toward_its_label_without_overshooting(monkeypatch):
+    """s(1 - s) is about 0 at a score of -10, so the curvature alone would not limit 300 summed
+    steps of gradient 1; the gradient share does (without it the score jumps to about -400)."""
+    context = np.full((1, 4), 2.0, np.float32)
+    centers = np.full((2, 4), -1.25, np.float32)  # score -10 for a true pair; row 1 is a zero noise word
+    sgns_step(context, centers, np.array([0]), np.array([300]), np.zeros(300, np.int64), np.array([1]), 0.0, 0.025)
+    score = float(context[0] @ centers[0])
+    assert -10.0 < score < 0.0
+    monkeypatch.setattr(kernel, "GRADIENT_SHARE", np.float32(0.0))
+    context = np.full((1, 4), 2.0, np.float32)
+    centers = np.full((2, 4), -1.25, np.float32)
+    sgns_step(context, centers, np.array([0]), np.array([300]), np.zeros(300, np.int64), np.array([1]), 0.0, 0.025)
+    assert float(context[0] @ centers[0]) < -100.0  # the overshoot the gradient share prevents
