@@ -7,11 +7,7 @@ from sgns_spark.summary import print_export_summary
 
 def main() -> None:
     arguments = job_arguments(__doc__).parse_args()
-
-    def body(spark, config, storage):
-        print_export_summary(run_export_stage(spark, config, storage))
-
-    run_job("export", arguments, body)
+    run_job("export", arguments, lambda job: print_export_summary(run_export_stage(job.spark, job.config, job.storage)))
 
 
 if __name__ == "__main__":

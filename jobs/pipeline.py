@@ -10,10 +10,10 @@ from sgns_spark.summary import print_export_summary, print_train_summary, print_
 def main() -> None:
     arguments = job_arguments(__doc__, needs_input=True).parse_args()
 
-    def body(spark, config, storage):
-        print_vocab_summary(run_vocab_stage(spark, config, arguments.input, storage))
-        print_train_summary(run_train_stage(spark, config, storage))
-        print_export_summary(run_export_stage(spark, config, storage))
+    def body(job):
+        print_vocab_summary(run_vocab_stage(job.spark, job.config, job.corpus, job.storage))
+        print_train_summary(run_train_stage(job.spark, job.config, job.storage))
+        print_export_summary(run_export_stage(job.spark, job.config, job.storage))
 
     run_job("pipeline", arguments, body)
 

@@ -2,11 +2,12 @@
 
 from sgns_spark.cli import job_arguments, run_job
 from sgns_spark.rounds import run_train_stage
+from sgns_spark.summary import print_train_summary
 
 
 def main() -> None:
     arguments = job_arguments(__doc__).parse_args()
-    run_job("train", arguments, lambda spark, config, storage: run_train_stage(spark, config, storage))
+    run_job("train", arguments, lambda job: print_train_summary(run_train_stage(job.spark, job.config, job.storage)))
 
 
 if __name__ == "__main__":

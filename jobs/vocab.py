@@ -7,11 +7,8 @@ from sgns_spark.summary import print_vocab_summary
 
 def main() -> None:
     arguments = job_arguments(__doc__, needs_input=True).parse_args()
-
-    def body(spark, config, storage):
-        print_vocab_summary(run_vocab_stage(spark, config, arguments.input, storage))
-
-    run_job("vocab", arguments, body)
+    run_job("vocab", arguments,
+            lambda job: print_vocab_summary(run_vocab_stage(job.spark, job.config, job.corpus, job.storage)))
 
 
 if __name__ == "__main__":

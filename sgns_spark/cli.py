@@ -1,19 +1,36 @@
-"""What every job shares: its arguments, its session, and how a user error ends it."""
+"""What every job shares: its arguments, its checks before any work, its session, and how a
+user error ends it (one line on stderr, exit code 2, no trace unless asked for)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config, load_config
-from sgns_spark.errors import UserError
-from sgns_spark.session import build_session
+from sgns_spark.errors import UserError, java_causes
+from sgns_spark.lock import RunLock
+from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
+from sgns_spark.session import DEBUG_LEVEL, build_session
 from sgns_spark.storage import Storage
 
 EXIT_USER_ERROR = 2
+OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
+DISK_FULL = "No space left on device"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a job's body works with, all checked before it starts."""
+
+    spark: SparkSession
+    config: Config
+    storage: Storage
+    corpus: CorpusInput | None
 
 
 def job_arguments(description: str, needs_input: bool = False) -> argparse.ArgumentParser:
@@ -25,21 +42,54 @@ def job_arguments(description: str, needs_input: bool = False) -> argparse.Argum
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one setting; repeatable",
     )
+    parser.add_argument("--debug", action="store_true", help="print the trace of a user error too")
     if needs_input:
-        parser.add_argument("--input", required=True, help="text corpus: file, directory or glob")
+        parser.add_argument("--input", required=True, help="text corpus: file, directory or glob, any Hadoop URI")
     return parser
 
 
-def run_job(
-    stage: str,
-    arguments: argparse.Namespace,
-    body: Callable[[SparkSession, Config, Storage], None],
-) -> None:
-    """Load the config, build the session, run `body`; a UserError ends with one line, exit 2."""
+def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], None]) -> None:
+    """Check the settings, the input and the run root, take the root's lock, then run `body`.
+
+    A user error, or a Spark failure that one (`user_error_of`), ends the job with one line
+    naming the problem and what to change, as the last line on stderr, and exit code 2.
+    """
+    debug = arguments.debug
+    spark = None
     try:
         config = load_config(arguments.config, arguments.overrides)
+        debug = debug or config.spark.log_level == DEBUG_LEVEL
+        check_local_files(config)
         spark = build_session(config, stage)
-        body(spark, config, Storage(spark, arguments.root))
-    except UserError as error:
-        print(f"sgns-spark {stage}: error: {error}", file=sys.stderr, flush=True)
+        storage = Storage(spark, arguments.root)
+        corpus = corpus_input(spark, arguments.input) if getattr(arguments, "input", None) else None
+        storage.check_writable()
+        with RunLock(storage, stage):
+            body(Job(spark, config, storage, corpus))
+    except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
+        user_error = error if isinstance(error, UserError) else user_error_of(error)
+        if user_error is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        if spark is not None:
+            spark.stop()  # Spark's own lines about the failure come before ours
+        print(f"sgns-spark {stage}: error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+
+
+def user_error_of(error: BaseException) -> UserError | None:
+    """The user error a Spark failure stands for, or None for a failure of ours."""
+    unreadable = unreadable_file(error)
+    if unreadable is not None:
+        path, reason = unreadable
+        return UserError(f"input file {path} cannot be read ({reason}); fix or remove it, "
+                         "or set corpus.skip_corrupt_files=true to skip such files")
+    causes = java_causes(error)
+    if any(name == OUT_OF_MEMORY for name, _ in causes):
+        return UserError("Spark ran out of memory; raise spark.driver_memory (under spark-submit: --driver-memory "
+                         "and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
+    if any(DISK_FULL in message for _, message in causes):
+        return UserError("a disk filled up (No space left on device); free space under the run root "
+                         "and spark.local.dir, or choose another --root")
+    return None

@@ -1,14 +1,18 @@
-"""The one validated, frozen configuration of every job.
+"""The one validated, frozen configuration of every job, each setting declared once.
 
-Defaults live in the dataclasses below; ``conf/default.toml`` documents the same values
-(a test keeps the two equal). A TOML file and ``--set section.key=value`` overrides are
-applied on top, then every field is checked in ``validate``.
+A setting is one dataclass field declared with `setting`: its default, its one line of
+documentation, its unit and its allowed range or choices. Validation, the error messages,
+``conf/default.toml`` and the README's settings table all derive from that declaration
+(``python -m sgns_spark.config toml|markdown`` prints the last two, and a test fails when
+the files drift from it). A TOML file and ``--set section.key=value`` overrides are applied
+on top of the defaults; values that depend on other settings are resolved once, at load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,90 +21,137 @@ from typing import Any
 from sgns_spark.errors import UserError
 
 UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
-MIN_ROUNDS_PER_EPOCH = 4  # the automatic rounds_per_epoch: at least this many ...
-ROUNDS_PER_SHARD = 2  # ... and this many per shard (see TrainSettings.rounds)
+LOG_LEVELS = ("ERROR", "WARN", "INFO", "DEBUG")
+MEMORY_PATTERN = re.compile(r"^(\d+)([kmgt])$", re.IGNORECASE)
+MEMORY_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}  # MiB per unit letter
+MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
+AUTOMATIC = 0  # the value of a setting that is derived from others at load
+LARGEST_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a field declares besides its default: documentation, unit, and allowed values.
+
+    ``low`` and ``high`` bound numbers (inclusive) and memory sizes (``"512m"``); ``choices``
+    lists the allowed strings; ``automatic`` explains what the value `AUTOMATIC` resolves to.
+    """
+
+    doc: str
+    unit: str = ""
+    low: float | str | None = None
+    high: float | str | None = None
+    choices: tuple[str, ...] = ()
+    automatic: str = ""
+    memory: bool = False
+
+    def allowed(self) -> str:
+        """The allowed values as the documentation states them."""
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.low is None:
+            return ""
+        text = f"{_number_text(self.low)} to {_number_text(self.high)}"
+        return f"{text}; {AUTOMATIC} = {self.automatic}" if self.automatic else text
+
+    def described(self) -> str:
+        """One line: the documentation, then the allowed values and the unit."""
+        allowed = " ".join(part for part in (self.allowed(), self.unit) if part)
+        return f"{self.doc}; {allowed}" if allowed else self.doc
+
+
+def setting(default: Any, doc: str, **declaration: Any) -> Any:
+    """A dataclass field with its `Setting` declaration (keyword arguments of `Setting`)."""
+    return field(default=default, metadata={"setting": Setting(doc, **declaration)})
 
 
 @dataclass(frozen=True)
 class SparkSettings:
     """How the jobs obtain their SparkSession."""
 
-    master: str = ""  # "" = what spark-submit set, else local[*]; e.g. "local[2]", "yarn"
-    app_name: str = "sgns-spark"  # prefix of every job's Spark application name
-    driver_memory: str = "2g"  # JVM heap when this process starts Spark itself; "1g".."64g"
-    shuffle_partitions: int = 8  # spark.sql.shuffle.partitions; 1..100000
-    arrow_batch_rows: int = 100_000  # rows per Arrow batch handed to Python; 1000..10_000_000
-    log_level: str = "WARN"  # Spark's log level: ERROR, WARN, INFO
+    master: str = setting("", 'Spark master; "" = what spark-submit set, else local[*] (e.g. "local[2]", "yarn")')
+    app_name: str = setting("sgns-spark", "prefix of every job's Spark application name")
+    driver_memory: str = setting("2g", "JVM heap when a job starts Spark itself (plain python)",
+                                 memory=True, low="512m", high="64g")
+    shuffle_partitions: int = setting(8, "spark.sql.shuffle.partitions outside training", low=1, high=100_000)
+    arrow_batch_rows: int = setting(100_000, "rows per Arrow batch handed to Python", unit="rows",
+                                    low=1000, high=10_000_000)
+    log_level: str = setting("WARN", "Spark's log level; DEBUG also prints traces of user errors",
+                             choices=LOG_LEVELS)
 
 
 @dataclass(frozen=True)
 class CorpusSettings:
     """How raw text becomes sentences of tokens."""
 
-    unicode_normalization: str = "NFKC"  # one of NFC, NFKC, NFD, NFKD, none
-    lowercase: bool = True
-    split_pattern: str = r"[^\p{L}\p{N}_]+"  # RE2 regex matching the text *between* tokens
-    max_sentence_length: int = 1000  # tokens; longer lines are cut; 10..100000
-    max_invalid_utf8_fraction: float = 0.01  # share of undecodable bytes tolerated; 0..1
+    unicode_normalization: str = setting("NFKC", "Unicode normalisation before splitting", choices=UNICODE_FORMS)
+    lowercase: bool = setting(True, "lowercase every token")
+    split_pattern: str = setting(r"[^\p{L}\p{N}_]+", "RE2 regex matching the text *between* tokens")
+    max_sentence_length: int = setting(1000, "longer lines are cut into sentences of at most this many",
+                                       unit="tokens", low=10, high=100_000)
+    max_invalid_utf8_fraction: float = setting(0.01, "share of undecodable bytes tolerated (replaced)",
+                                               low=0.0, high=1.0)
+    skip_corrupt_files: bool = setting(False, "skip unreadable input files (counted and listed in the vocab "
+                                              "report) instead of stopping")
 
 
 @dataclass(frozen=True)
 class VocabSettings:
     """Which words are kept and how they are sampled."""
 
-    min_count: int = 5  # occurrences a word needs to be kept; 1..1e9
-    max_vocab_size: int = 0  # keep at most this many most frequent words; 0 = no cap
-    noise_exponent: float = 0.75  # alpha in P_n(w) ~ count(w)^alpha; 0..1
-    sample: float = 1e-3  # subsampling threshold s of frequent words; 0 = off; 0..0.1
+    min_count: int = setting(5, "occurrences a word needs to be kept", low=1, high=1_000_000_000)
+    max_vocab_size: int = setting(0, "keep at most this many most frequent words; 0 = no cap",
+                                  unit="words", low=0, high=1_000_000_000)
+    noise_exponent: float = setting(0.75, "alpha of the noise distribution count^alpha", low=0.0, high=1.0)
+    sample: float = setting(1e-3, "subsampling threshold of frequent words; 0 = off (1e-5 to 1e-3 usual)",
+                            low=0.0, high=0.1)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Sharded SGNS training: rounds of stratified blocks (see `sgns_spark.strata`)."""
 
-    dim: int = 100  # vector dimensions; 2..4096
-    window: int = 5  # max context distance each side; shrunk uniformly per word; 1..100
-    negative: int = 5  # noise samples per (center, context) pair; 1..100
-    noise_pool: int = 128  # noise words drawn per minibatch, met by all its pairs at weight negative/pool; 1..100000
-    epochs: int = 1  # passes over the corpus; 1..1000
-    num_shards: int = 2  # Spark tasks that train in parallel; 1..100000
-    rounds_per_epoch: int = 0  # model versions written per epoch; 0 = max(4, 2 x num_shards); 0..10000
-    cycles_per_round: int = 1  # passes over the strata per round (shorter phases); 1..1000
-    learning_rate: float = 0.025  # start of the linear decay; 1e-6..10
-    min_learning_rate_ratio: float = 1e-4  # floor of the decay, times learning_rate; 0..1
-    batch_pairs: int = 768  # (center, context) pairs per vectorized minibatch; 1..1_000_000, at most 12x noise_pool
-    seed: int = 1  # every random draw derives from it; 0..2**63-1
-    keep_rounds: int = 2  # model rounds kept on disk, newest first; 1..1000
-    restart: bool = False  # true: discard saved rounds and train from round 0
-
-    def rounds(self) -> int:
-        """Rounds per epoch: the setting, or max(`MIN_ROUNDS_PER_EPOCH`, 2 x shards) when it is 0.
-
-        Each round visits every stratum once, and an input row meets only one group of
-        centers per stratum, so the rounds must grow with the shards. Measured at 16 shards
-        after 1 epoch on the benchmark corpus: 15.7% analogy with 16 rounds, 16.5% with 32,
-        against 17.5% at 2 shards with 4 rounds.
-        """
-        return self.rounds_per_epoch or max(MIN_ROUNDS_PER_EPOCH, ROUNDS_PER_SHARD * self.num_shards)
+    dim: int = setting(100, "vector dimensions (50 to 300 usual)", low=2, high=4096)
+    window: int = setting(5, "max context distance each side, shrunk uniformly per word", unit="tokens",
+                          low=1, high=100)
+    negative: int = setting(5, "noise samples per (center, context) pair (5 to 20 usual)", low=1, high=100)
+    noise_pool: int = setting(128, "noise words drawn per minibatch; each pair meets all of them at weight "
+                                   "negative/noise_pool", unit="words", low=1, high=100_000)
+    epochs: int = setting(1, "passes over the corpus", low=1, high=1000)
+    num_shards: int = setting(2, "Spark tasks that train in parallel (word groups); about the executor cores",
+                              low=1, high=100_000)
+    rounds_per_epoch: int = setting(AUTOMATIC, "model versions written per epoch", low=0, high=10_000,
+                                    automatic="max(4, 2 x num_shards)")
+    cycles_per_round: int = setting(1, "passes over the strata per round (more = shorter phases)",
+                                    low=1, high=1000)
+    learning_rate: float = setting(0.025, "start of the linear decay", low=1e-6, high=10.0)
+    min_learning_rate_ratio: float = setting(1e-4, "floor of the decay, as a fraction of learning_rate",
+                                             low=0.0, high=1.0)
+    batch_pairs: int = setting(768, "(center, context) pairs per vectorized minibatch; at most "
+                                    f"{MAX_PAIRS_PER_NOISE_WORD} x noise_pool", unit="pairs", low=1, high=1_000_000)
+    seed: int = setting(1, "every random draw derives from it", low=0, high=LARGEST_SEED)
+    keep_rounds: int = setting(2, "model rounds kept on disk, newest first", low=1, high=1000)
+    restart: bool = setting(False, "discard saved rounds and train from round 0")
 
 
 @dataclass(frozen=True)
 class ExportSettings:
     """What the published vector set contains."""
 
-    normalize: bool = False  # store unit-length vectors (recorded in the manifest)
-    keep_versions: int = 3  # published versions kept, newest first; 1..1000
+    normalize: bool = setting(False, "publish unit-length vectors (recorded in the manifest)")
+    keep_versions: int = setting(3, "published versions kept, newest first", low=1, high=1000)
 
 
 @dataclass(frozen=True)
 class EvaluateSettings:
     """Benchmarks scored after training (empty path = skipped)."""
 
-    analogy_path: str = ""  # questions-words.txt style file
-    similarity_path: str = ""  # word1 <tab> word2 <tab> score; '#' lines are comments
-    analogy_top_words: int = 30_000  # restrict analogies to the most frequent words; 1..1e9
-    neighbour_words: tuple[str, ...] = ()  # words whose nearest neighbours are printed
-    neighbours: int = 8  # neighbours printed per word; 1..1000
+    analogy_path: str = setting("", 'questions-words.txt style file (local); "" = skip')
+    similarity_path: str = setting("", 'word1 TAB word2 TAB score lines, "#" comments (local); "" = skip')
+    analogy_top_words: int = setting(30_000, "analogies use only the most frequent words", unit="words",
+                                     low=1, high=1_000_000_000)
+    neighbour_words: tuple[str, ...] = setting((), 'words whose nearest neighbours are printed, e.g. ["paris"]')
+    neighbours: int = setting(8, "neighbours printed per word", low=1, high=1000)
 
 
 @dataclass(frozen=True)
@@ -127,48 +178,16 @@ class Config:
         return {f"{section}.{key}": list(value) if isinstance(value, tuple) else value
                 for key, value in self.section_dict(section).items() if key not in leave_out}
 
-    def as_dict(self) -> dict[str, Any]:
-        """Return the whole configuration as a plain dict."""
-        return dataclasses.asdict(self)
 
-
-# (low, high) inclusive bounds of every numeric field, checked in `validate`.
-RANGES: dict[str, tuple[float, float]] = {
-    "spark.shuffle_partitions": (1, 100_000),
-    "spark.arrow_batch_rows": (1_000, 10_000_000),
-    "corpus.max_sentence_length": (10, 100_000),
-    "corpus.max_invalid_utf8_fraction": (0.0, 1.0),
-    "vocab.min_count": (1, 1_000_000_000),
-    "vocab.max_vocab_size": (0, 1_000_000_000),
-    "vocab.noise_exponent": (0.0, 1.0),
-    "vocab.sample": (0.0, 0.1),
-    "train.dim": (2, 4096),
-    "train.window": (1, 100),
-    "train.negative": (1, 100),
-    "train.noise_pool": (1, 100_000),
-    "train.epochs": (1, 1000),
-    "train.num_shards": (1, 100_000),
-    "train.rounds_per_epoch": (0, 10_000),
-    "train.cycles_per_round": (1, 1000),
-    "train.learning_rate": (1e-6, 10.0),
-    "train.min_learning_rate_ratio": (0.0, 1.0),
-    "train.batch_pairs": (1, 1_000_000),
-    "train.seed": (0, 2**63 - 1),
-    "train.keep_rounds": (1, 1000),
-    "export.keep_versions": (1, 1000),
-    "evaluate.analogy_top_words": (1, 1_000_000_000),
-    "evaluate.neighbours": (1, 1000),
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "corpus.unicode_normalization": UNICODE_FORMS,
-    "spark.log_level": ("ERROR", "WARN", "INFO", "DEBUG"),
-}
-MEMORY_PATTERN = re.compile(r"^\d+[kmgt]$", re.IGNORECASE)
-MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
+def declared_settings() -> list[tuple[str, dataclasses.Field, Setting]]:
+    """Every setting as ``(section, field, declaration)``, in declaration order."""
+    return [(section.name, item, item.metadata["setting"])
+            for section in dataclasses.fields(Config)
+            for item in dataclasses.fields(section.default_factory)]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a validated Config from an optional TOML file and ``section.key=value`` overrides.
+    """Build a validated, resolved Config from an optional TOML file and ``section.key=value`` overrides.
 
     Parameters
     ----------
@@ -200,7 +219,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         tree.setdefault(section, {})[key] = value
     config = _build(tree)
     validate(config)
-    return config
+    return resolve(config)
 
 
 def _parse_override(override: str) -> tuple[str, Any]:
@@ -222,24 +241,19 @@ def _build(tree: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise UserError(f"config section [{section_field.name}] must be a table")
         section_type = section_field.default_factory
-        known = {f.name: f for f in dataclasses.fields(section_type)}
+        known = {item.name: item for item in dataclasses.fields(section_type)}
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise UserError(
                 f"unknown config key {section_field.name}.{unknown[0]}; "
                 f"known keys of [{section_field.name}]: {', '.join(known)}"
             )
-        default = section_type()
-        coerced = {
-            key: _coerce(f"{section_field.name}.{key}", value, getattr(default, key))
-            for key, value in values.items()
-        }
+        coerced = {key: _coerce(f"{section_field.name}.{key}", value, known[key].default)
+                   for key, value in values.items()}
         sections[section_field.name] = section_type(**coerced)
     unknown_sections = sorted(set(tree) - set(sections))
     if unknown_sections:
-        raise UserError(
-            f"unknown config section [{unknown_sections[0]}]; known: {', '.join(sections)}"
-        )
+        raise UserError(f"unknown config section [{unknown_sections[0]}]; known: {', '.join(sections)}")
     return Config(**sections)
 
 
@@ -266,22 +280,32 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     raise UserError(f"{name} must be of type {expected.__name__}, got {value!r}")
 
 
+def memory_mib(text: str) -> float | None:
+    """MiB of a JVM memory size such as ``"2g"`` or ``"512m"``; None if it is not one."""
+    match = MEMORY_PATTERN.match(text)
+    return int(match.group(1)) * MEMORY_UNITS[match.group(2).lower()] if match else None
+
+
 def validate(config: Config) -> None:
-    """Check every field of `config`; raise UserError naming the first bad field and its range."""
-    for name, (low, high) in RANGES.items():
-        section, key = name.split(".")
-        value = getattr(getattr(config, section), key)
-        if not low <= value <= high:
-            raise UserError(f"{name} = {value} is out of range; allowed {low:g} to {high:g}")
-    for name, allowed in CHOICES.items():
-        section, key = name.split(".")
-        value = getattr(getattr(config, section), key)
-        if value not in allowed:
-            raise UserError(f"{name} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
-    if not MEMORY_PATTERN.match(config.spark.driver_memory):
-        raise UserError(
-            f"spark.driver_memory = {config.spark.driver_memory!r} must look like 2g or 512m"
-        )
+    """Check every field against its declaration, then the rules that tie fields together.
+
+    Raises
+    ------
+    UserError
+        Naming the first bad field and what it allows.
+    """
+    for section, item, declaration in declared_settings():
+        name = f"{section}.{item.name}"
+        value = getattr(getattr(config, section), item.name)
+        if declaration.choices and value not in declaration.choices:
+            raise UserError(f"{name} = {value!r} is not allowed; choose one of {declaration.allowed()}")
+        if declaration.memory:
+            size = memory_mib(value)
+            if size is None or not memory_mib(declaration.low) <= size <= memory_mib(declaration.high):
+                raise UserError(f"{name} = {value!r} must be a JVM memory size from {declaration.allowed()}, "
+                                "e.g. 2g or 512m")
+        elif declaration.low is not None and not declaration.low <= value <= declaration.high:
+            raise UserError(f"{name} = {value} is out of range; allowed {declaration.allowed()}")
     if not config.spark.app_name:
         raise UserError("spark.app_name must not be empty")
     train = config.train
@@ -294,6 +318,13 @@ def validate(config: Config) -> None:
     _validate_split_pattern(config.corpus.split_pattern)
 
 
+def resolve(config: Config) -> Config:
+    """Replace every `AUTOMATIC` value by the value it stands for (documented in its declaration)."""
+    train = config.train
+    rounds = train.rounds_per_epoch or max(4, 2 * train.num_shards)
+    return dataclasses.replace(config, train=dataclasses.replace(train, rounds_per_epoch=rounds))
+
+
 def _validate_split_pattern(pattern: str) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -304,3 +335,66 @@ def _validate_split_pattern(pattern: str) -> None:
         pc.split_pattern_regex(pa.array(["probe text"]), pattern=pattern)
     except pa.ArrowInvalid as error:
         raise UserError(f"corpus.split_pattern {pattern!r} is not a valid RE2 regex: {error}") from None
+
+
+def _number_text(value: float | str) -> str:
+    """A bound as the documentation writes it: 1e5 for 100000, 2^63-1 for the largest seed."""
+    if isinstance(value, str):
+        return value
+    if value == LARGEST_SEED:
+        return "2^63-1"
+    if isinstance(value, int) and value >= 10_000 and value == 10 ** (len(str(value)) - 1):
+        return f"1e{len(str(value)) - 1}"
+    return f"{value:g}".replace("e-0", "e-")
+
+
+def toml_value(value: Any) -> str:
+    """A default as a TOML literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if "\\" in value or '"' in value else f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return repr(value)
+
+
+TOML_HEADER = """\
+# sgns-spark settings and their built-in defaults. Every key is optional.
+# Generated from sgns_spark/config.py by `python -m sgns_spark.config toml`; edit the declarations there.
+# Override any key with another file (--config) or on the command line:
+#   --set train.epochs=5 --set spark.master=local[2]
+# An unknown key or a value out of range stops the job with one line naming it.
+"""
+
+
+def default_toml() -> str:
+    """``conf/default.toml``: every setting with its default, unit and allowed values."""
+    entries = [(section, f"{item.name} = {toml_value(item.default)}", declaration.described())
+               for section, item, declaration in declared_settings()]
+    width = max(len(assignment) for _, assignment, _ in entries) + 2
+    lines = [TOML_HEADER]
+    current = None
+    for section, assignment, notes in entries:
+        if section != current:
+            lines.append(f"\n[{section}]\n")
+            current = section
+        lines.append(f"{assignment:<{width}}# {notes}\n")
+    return "".join(lines)
+
+
+def settings_markdown() -> str:
+    """The README's settings table."""
+    rows = ["| setting | default | allowed | meaning |", "|---|---|---|---|"]
+    for section, item, declaration in declared_settings():
+        allowed = " ".join(part for part in (declaration.allowed(), declaration.unit) if part)
+        cells = (f"`{section}.{item.name}`", f"`{toml_value(item.default)}`", allowed, declaration.doc)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    outputs = {"toml": default_toml, "markdown": settings_markdown}
+    if len(sys.argv) != 2 or sys.argv[1] not in outputs:
+        sys.exit("usage: python -m sgns_spark.config toml|markdown")
+    print(outputs[sys.argv[1]](), end="")

@@ -1,5 +1,18 @@
-"""The error a user can fix: raised with one line naming the problem and the setting to change."""
+"""The error a user can fix, and what a Java exception from Spark says about its causes."""
+
+from __future__ import annotations
 
 
 class UserError(Exception):
     """A problem with the input or the settings, reported as one line and exit code 2."""
+
+
+def java_causes(error: BaseException) -> list[tuple[str, str]]:
+    """``(class name, message)`` of a Py4J error's Java exception and each of its causes, outermost
+    first; empty for an error that did not come from the JVM."""
+    causes = []
+    throwable = getattr(error, "java_exception", None)
+    while throwable is not None and len(causes) < 20:
+        causes.append((str(throwable.getClass().getName()), str(throwable.getMessage() or "")))
+        throwable = throwable.getCause()
+    return causes

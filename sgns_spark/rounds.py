@@ -83,7 +83,7 @@ def assign_shards(corpus: DataFrame, config: Config, keys: list[int]) -> DataFra
     shard = F.pmod(F.xxhash64("sentence_key", F.lit(settings.seed)), F.lit(settings.num_shards))
     round_in_epoch = F.pmod(
         F.xxhash64("sentence_key", F.lit(settings.seed + SLICE_HASH_SALT)),
-        F.lit(settings.rounds()),
+        F.lit(settings.rounds_per_epoch),
     )
     key_of_shard = key_column(keys, shard.cast("int"))
     return corpus.select(
@@ -177,7 +177,7 @@ class Trainer:
         corpus = spark.read.parquet(storage.path(CORPUS_DIRECTORY))
         self.corpus = assign_shards(corpus, config, self.task_keys)
         self.corpus = self.corpus.persist(StorageLevel.MEMORY_AND_DISK)
-        self.words_per_round = words_per_round(self.corpus, train.rounds())
+        self.words_per_round = words_per_round(self.corpus, train.rounds_per_epoch)
         self.words_per_epoch = sum(self.words_per_round)
 
     def run(self, report: StageReport) -> None:
@@ -193,7 +193,7 @@ class Trainer:
             self.commit(initial_model(self.spark, self.vocab_size, train.dim, train.seed,
                                       train.num_shards), 0)
             latest = read_latest(self.storage)
-        total_rounds = train.epochs * train.rounds()
+        total_rounds = train.epochs * train.rounds_per_epoch
         resumed_from = latest["round"]
         totals = {"words": 0, "pairs": 0, "loss": 0.0}
         worker_peak_rss, worker_python = 0.0, ""
@@ -219,7 +219,7 @@ class Trainer:
     def plan(self, global_round: int) -> RoundPlan:
         """The schedule position of a round (rounds are numbered from 1; 0 is the init)."""
         train = self.config.train
-        epoch, round_index = divmod(global_round - 1, train.rounds())
+        epoch, round_index = divmod(global_round - 1, train.rounds_per_epoch)
         words_before = epoch * self.words_per_epoch + sum(self.words_per_round[:round_index])
         return RoundPlan(
             settings=train, epoch=epoch, round_index=round_index, cycle=0, stratum=0,
@@ -234,7 +234,7 @@ class Trainer:
         groups = train.num_shards
         plan = self.plan(global_round)
         description = (f"sgns-spark train epoch {plan.epoch + 1}/{train.epochs} "
-                       f"round {plan.round_index + 1}/{train.rounds()}")
+                       f"round {plan.round_index + 1}/{train.rounds_per_epoch}")
         self.spark.sparkContext.setJobDescription(f"{description} pairs")
         started = time.perf_counter()
         sentences = self.corpus.where(F.col("round_in_epoch") == plan.round_index).select(
@@ -283,7 +283,7 @@ class Trainer:
         words = self.words_per_round[plan.round_index]
         print(
             f"[train] epoch {plan.epoch + 1}/{train.epochs} round {plan.round_index + 1}/"
-            f"{train.rounds()}: {words:,} words in {seconds:.1f} s "
+            f"{train.rounds_per_epoch}: {words:,} words in {seconds:.1f} s "
             f"(pairs and {train.cycles_per_round} x {groups} strata {trained_at - started:.1f} s, "
             f"commit {committed - trained_at:.1f} s; "
             f"{words / seconds:,.0f} words/s), loss {totals['loss'] / max(totals['pairs'], 1):.4f}, "
@@ -296,7 +296,7 @@ class Trainer:
         """Write a complete round to staging, move it into place, move ``_LATEST``, prune."""
         staged = self.storage.staging_path(f"round-{global_round:06d}")
         model.write.parquet(self.storage.path(staged))
-        epoch, round_index = divmod(max(global_round - 1, 0), self.config.train.rounds())
+        epoch, round_index = divmod(max(global_round - 1, 0), self.config.train.rounds_per_epoch)
         commit_round(self.storage, staged, {
             "round": global_round, "epoch": epoch, "round_in_epoch": round_index,
             "settings": self.settings,

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
 
 LOCAL_MASTER = "local[*]"
+QUIET_LOGGING = Path(__file__).with_name("log4j2.properties")  # messages without stack traces
+DEBUG_LEVEL = "DEBUG"
 
 
 def build_session(config: Config, stage: str) -> SparkSession:
     """Return a SparkSession named after the job stage.
 
     Under spark-submit the master and resources come from spark-submit; run with plain
-    ``python`` the session starts a local JVM, and its Python workers use this interpreter.
+    ``python`` the session starts a local JVM, and its Python workers use this interpreter;
+    unless ``spark.log_level`` is DEBUG, that JVM logs exceptions by their message only
+    (`QUIET_LOGGING`), so a job's own one-line error is not buried under Java traces.
 
     Parameters
     ----------
@@ -34,6 +39,9 @@ def build_session(config: Config, stage: str) -> SparkSession:
     if not launched_by_spark_submit:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
+        if settings.log_level != DEBUG_LEVEL:
+            builder = builder.config("spark.driver.extraJavaOptions",
+                                     f"-Dlog4j2.configurationFile={QUIET_LOGGING.as_uri()}")
     builder = (
         builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -19,13 +20,15 @@ from pyspark.sql import functions as F
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.storage import Storage
-from sgns_spark.tokenize import count_words, read_sentences
+from sgns_spark.preflight import CorpusInput, same_file, unreadable_file
+from sgns_spark.storage import FileEntry, Storage
+from sgns_spark.tokenize import MAX_RECORD_BYTES, count_words, read_records, read_sentences, record_bytes_per_file
 from sgns_spark.vocab import build_vocab, encode_corpus
 
 VOCAB_DIRECTORY = "vocab"
 CORPUS_DIRECTORY = "corpus"
 REPORTS_DIRECTORY = "reports"
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".xz")  # Hadoop codecs by suffix
 
 
 @dataclass
@@ -92,7 +95,7 @@ def publish(storage: Storage, staged: str, destination: str) -> None:
     storage.move(staged, destination)
 
 
-def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storage: Storage) -> dict:
+def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, storage: Storage) -> dict:
     """Tokenize and count the corpus; write the vocabulary and the encoded corpus.
 
     Returns
@@ -100,27 +103,22 @@ def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storag
     dict
         The stage's run report.
     """
-    settings = {"input": input_path, **config.prefixed("corpus"), **config.prefixed("vocab")}
+    settings = {"input": corpus.path, **config.prefixed("corpus"), **config.prefixed("vocab")}
     done = completed_report(storage, "vocab", settings)
     if done is not None:
         print(f"[vocab] already done in {storage.root}; skipping", flush=True)
         return done
     storage.clear_staging()
     report = StageReport("vocab", settings)
-    sentences = read_sentences(spark, input_path, config.corpus).persist(StorageLevel.MEMORY_AND_DISK)
+    sentences, totals, skipped = read_corpus(spark, corpus, config)
     try:
-        totals = sentences.agg(
-            F.sum("input_bytes").alias("input_bytes"),
-            F.sum("invalid_bytes").alias("invalid_bytes"),
-            F.sum(F.size("tokens")).alias("tokens"),
-        ).first()
         report.step("tokenize")
-        check_corpus_text(input_path, totals, config)
+        check_corpus_text(corpus.path, totals, config)
         vocab = build_vocab(count_words(sentences), config.vocab).persist()
         vocab_totals = vocab.agg(F.count("*").alias("words"), F.sum("count").alias("tokens")).first()
         if not vocab_totals["words"]:
             raise UserError(
-                f"every word of {input_path} occurs fewer than vocab.min_count = "
+                f"every word of {corpus.path} occurs fewer than vocab.min_count = "
                 f"{config.vocab.min_count} times; lower vocab.min_count"
             )
         report.step("count")
@@ -136,15 +134,79 @@ def run_vocab_stage(spark: SparkSession, config: Config, input_path: str, storag
     finally:
         sentences.unpersist()
     report.counts = {
+        "input_files": len(corpus.files) - len(skipped),
         "input_bytes": totals["input_bytes"],
         "invalid_utf8_bytes": totals["invalid_bytes"],
         "corpus_tokens": totals["tokens"],
         "vocab_size": vocab_totals["words"],
         "retained_tokens": vocab_totals["tokens"],
+        "skipped_corrupt_files": len(skipped),
+        "corrupt_files": skipped,
     }
     document = report.document()
     storage.write_json(report_path("vocab"), document)
     return document
+
+
+def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
+    """Tokenize the corpus (persisted) and sum its statistics.
+
+    The files are first read through once in the JVM alone (`check_records`): a file Spark
+    cannot read (a truncated gzip, say) then fails a job with no Python worker to interrupt.
+    It stops the stage with its name, or, with ``corpus.skip_corrupt_files``, is left out and
+    the rest read again.
+
+    Returns
+    -------
+    sentences : DataFrame
+        `sgns_spark.tokenize.read_sentences`, persisted; the caller unpersists it.
+    totals : Row
+        ``input_bytes``, ``invalid_bytes``, ``tokens``.
+    skipped : list of str
+        The files left out.
+    """
+    files, skipped = list(corpus.files), []
+    while True:
+        if not files:
+            raise UserError(f"no file of input corpus {corpus.path} can be read ({len(skipped)} skipped as "
+                            "corrupt); point CORPUS= (--input) at readable text")
+        try:
+            check_records(spark, files)
+            break
+        except Py4JJavaError as error:
+            unreadable = unreadable_file(error)
+            if unreadable is None or not config.corpus.skip_corrupt_files:
+                raise
+            path, reason = unreadable
+            print(f"[vocab] skipping {path}: it cannot be read ({reason})", flush=True)
+            skipped.append(path)
+            files = [entry for entry in files if not same_file(entry.path, path)]
+    paths = [entry.path for entry in files]
+    sentences = read_sentences(spark, paths, config.corpus).persist(StorageLevel.MEMORY_AND_DISK)
+    totals = sentences.agg(
+        F.sum("input_bytes").alias("input_bytes"),
+        F.sum("invalid_bytes").alias("invalid_bytes"),
+        F.sum(F.size("tokens")).alias("tokens"),
+    ).first()
+    return sentences, totals, skipped
+
+
+def check_records(spark: SparkSession, files: list[FileEntry]) -> None:
+    """Read every file once in the JVM; refuse a plain file whose records fall short of its size
+    by a record Spark's reader had to skip (a run of text without a space, see `read_records`).
+
+    Compressed files cannot be checked this way: their text size is not known in advance.
+    """
+    found = record_bytes_per_file(read_records(spark, [entry.path for entry in files]))
+    for entry in files:
+        if entry.path.endswith(COMPRESSED_SUFFIXES):
+            continue
+        read = next((size for path, size in found.items() if same_file(path, entry.path)), 0)
+        if entry.size - read >= MAX_RECORD_BYTES:
+            raise UserError(
+                f"input file {entry.path} holds a run of text of more than {MAX_RECORD_BYTES >> 20} MiB without a "
+                "space, longer than Spark can hold as one record; separate its words by spaces"
+            )
 
 
 def check_corpus_text(input_path: str, totals, config: Config) -> None:

@@ -1,20 +1,83 @@
 """Files under the run root, on any Hadoop filesystem (local, hdfs://, s3a://, ...).
 
-Small text files (markers, reports, manifests) and directory moves go through the JVM's
-Hadoop FileSystem, so the same code serves every URI Spark can read.
+Small text files (markers, reports, manifests, the lock), listings and directory moves go
+through the JVM's Hadoop FileSystem, so the same code serves every URI Spark can read. This
+module is the one place that reaches the JVM's Hadoop classes.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
+
+from sgns_spark.errors import UserError, java_causes
 
 STAGING_DIRECTORY = "_staging"
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
 PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
+HIDDEN_PREFIXES = ("_", ".")  # names Spark's file sources skip, as these listings do
+PROBE_PREFIX = "_write-probe-"
+MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file found by `list_files`: its qualified URI, size and modification time."""
+
+    path: str
+    size: int
+    modified_ms: int
+
+
+def hadoop_filesystem(spark: SparkSession, uri: str, setting: str):
+    """The JVM Hadoop FileSystem and qualified Path of `uri`.
+
+    Raises
+    ------
+    UserError
+        When no file system serves the URI's scheme, naming `setting`.
+    """
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    try:
+        filesystem = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    except Py4JJavaError as error:
+        causes = " ".join(message for _, message in java_causes(error))
+        if any(sign in causes for sign in MISSING_FILESYSTEM_SIGNS):
+            scheme = uri.split(":", 1)[0] if ":" in uri else "file"
+            raise UserError(
+                f"no file system for the {scheme}:// scheme of {setting} {uri}; add its Hadoop connector "
+                f"to Spark (for s3a: --packages org.apache.hadoop:hadoop-aws:<Spark's Hadoop version>)"
+            ) from None
+        raise
+    return filesystem, filesystem.makeQualified(path)
+
+
+def list_files(spark: SparkSession, pattern: str, setting: str) -> list[FileEntry]:
+    """The files a path, directory (recursively) or glob names, in path order; hidden names
+    (starting with ``_`` or ``.``) below a directory are skipped, as Spark skips them."""
+    filesystem, path = hadoop_filesystem(spark, pattern, setting)
+    matches = filesystem.globStatus(path) or []
+    files = []
+    for status in matches:
+        if not status.isDirectory():
+            files.append(status)
+            continue
+        found = filesystem.listFiles(status.getPath(), True)
+        prefix = len(status.getPath().toString())
+        while found.hasNext():
+            entry = found.next()
+            below = entry.getPath().toString()[prefix:].split("/")
+            if not any(part.startswith(HIDDEN_PREFIXES) for part in below if part):
+                files.append(entry)
+    entries = [FileEntry(status.getPath().toString(), int(status.getLen()), int(status.getModificationTime()))
+               for status in files]
+    return sorted(entries, key=lambda entry: entry.path)
 
 
 class Storage:
@@ -28,16 +91,48 @@ class Storage:
     """
 
     def __init__(self, spark: SparkSession, root: str):
-        self.root = root.rstrip("/")
-        jvm = spark.sparkContext._jvm
-        self._jvm = jvm
-        root_path = jvm.org.apache.hadoop.fs.Path(self.root)
-        self._filesystem = root_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        self.root = self._filesystem.makeQualified(root_path).toString()
+        self._jvm = spark.sparkContext._jvm
+        self._filesystem, root_path = hadoop_filesystem(spark, root.rstrip("/"), "the run root (--root)")
+        self.root = root_path.toString()
+
+    def check_writable(self) -> None:
+        """Create the root if needed and write and delete a small probe file in it.
+
+        Raises
+        ------
+        UserError
+            When the root cannot be created or written, before any work is done.
+        """
+        probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        try:
+            self._filesystem.mkdirs(self._hadoop_path(""))
+            with self.open_write(probe) as stream:
+                stream.write(b"probe")
+            self.delete(probe)
+        except Py4JJavaError as error:
+            reason = java_causes(error)[-1][1]
+            raise UserError(f"run root {self.root} cannot be written ({reason}); "
+                            "choose another --root (OUT= for make run)") from None
+
+    def create_exclusive(self, relative: str, text: str) -> bool:
+        """Create file `relative` holding `text` unless it exists; return whether it was created.
+
+        Creation fails if the file exists, atomically on HDFS and local disks (object stores
+        without conditional writes give no such guarantee).
+        """
+        try:
+            stream = self._filesystem.create(self._hadoop_path(relative), False)
+        except Py4JJavaError as error:
+            if any("FileAlreadyExists" in name for name, _ in java_causes(error)):
+                return False
+            raise
+        with HadoopOutput(stream, self._jvm) as output:
+            output.write(text.encode("utf-8"))
+        return True
 
     def path(self, *parts: str) -> str:
         """Return the URI of `parts` below the root."""
-        return "/".join([self.root, *parts])
+        return "/".join([self.root, *(part for part in parts if part)])
 
     def _hadoop_path(self, relative: str):
         return self._jvm.org.apache.hadoop.fs.Path(self.path(relative))

@@ -21,12 +21,13 @@ from pyspark.sql import functions as F
 
 from sgns_spark.arrow import list_lengths, lists_from_lengths, spark_schema
 from sgns_spark.config import CorpusSettings
-from sgns_spark.errors import UserError
 
 RECORD_SEPARATOR = " "
 SPACE_BYTE = ord(RECORD_SEPARATOR)
 REPLACEMENT_CHARACTER = "\ufffd"
 REPLACEMENT_CHARACTER_UTF8 = REPLACEMENT_CHARACTER.encode("utf-8")
+MAX_RECORD_BYTES = 64 << 20  # a run this long without a space is not text; Spark holds records in one array
+MAX_RECORD_OPTION = "mapreduce.input.linerecordreader.line.maxlength"  # Hadoop's reader skips longer records
 PARTITION_KEY_SHIFT = 32  # sentence_key = partition << 32 | sentence number in partition
 SENTENCE_SCHEMA = pa.schema([
     ("sentence_key", pa.int64()),
@@ -37,14 +38,14 @@ SENTENCE_SCHEMA = pa.schema([
 WORD_COUNT_SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])
 
 
-def read_sentences(spark: SparkSession, input_path: str, settings: CorpusSettings) -> DataFrame:
-    """Read text files (plain or gzip, any Hadoop URI) as sentences of normalised tokens.
+def read_sentences(spark: SparkSession, paths: list[str], settings: CorpusSettings) -> DataFrame:
+    """Read text files (plain or compressed, any Hadoop URI) as sentences of normalised tokens.
 
     Parameters
     ----------
     spark : SparkSession
-    input_path : str
-        A file, directory or glob that Spark's text source accepts.
+    paths : list of str
+        The corpus files (`sgns_spark.preflight.corpus_input` resolves a user's path to them).
     settings : CorpusSettings
 
     Returns
@@ -53,18 +54,29 @@ def read_sentences(spark: SparkSession, input_path: str, settings: CorpusSetting
         ``sentence_key long, tokens array<string>, invalid_bytes long, input_bytes long``;
         summing the last two columns gives the corpus's undecodable and total bytes.
     """
-    try:
-        records = spark.read.option("lineSep", RECORD_SEPARATOR).text(input_path)
-    except Exception as error:  # Spark raises AnalysisException subclasses for missing paths
-        if "PATH_NOT_FOUND" in str(error) or "does not exist" in str(error):
-            raise UserError(
-                f"input corpus {input_path} does not exist; set CORPUS= (make) or --input"
-            ) from None
-        raise
-    pieces = records.select(F.col("value").cast("binary").alias("piece"))
+    pieces = read_records(spark, paths).select(F.col("value").cast("binary").alias("piece"))
     return pieces.mapInArrow(
         functools.partial(tokenize_partition, settings=settings), spark_schema(SENTENCE_SCHEMA)
     )
+
+
+def read_records(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """The corpus files as Spark's text source reads them here: ``value string`` records
+    separated by spaces (see the module docstring).
+
+    A record longer than `MAX_RECORD_BYTES` (a run of text without a space) is skipped by the
+    reader rather than grown until the JVM runs out of heap; `record_bytes_per_file` lets the
+    caller find such files.
+    """
+    return (spark.read.option("lineSep", RECORD_SEPARATOR)
+            .option(MAX_RECORD_OPTION, str(MAX_RECORD_BYTES)).text(paths))
+
+
+def record_bytes_per_file(records: DataFrame) -> dict[str, int]:
+    """Bytes each file's records stand for, separators included (a JVM-only job)."""
+    rows = records.groupBy(F.col("_metadata.file_path").alias("path")).agg(
+        F.sum(F.octet_length("value") + len(RECORD_SEPARATOR)).alias("bytes")).collect()
+    return {row["path"]: int(row["bytes"]) for row in rows}
 
 
 def tokenize_partition(

@@ -69,12 +69,13 @@ def write_planted_corpus(directory: Path, seed: int = 1) -> tuple[Path, Path]:
 
 def train_planted(spark, root: Path, corpus: Path, *overrides: str):
     """Run the vocab and train stages on `corpus` below `root`; return (config, storage)."""
+    from sgns_spark.preflight import corpus_input
     from sgns_spark.rounds import run_train_stage
     from sgns_spark.stages import run_vocab_stage
 
     config = make_config(*PLANTED_SETTINGS, *overrides)
     run_storage = Storage(spark, str(root))
-    run_vocab_stage(spark, config, str(corpus), run_storage)
+    run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), run_storage)
     run_train_stage(spark, config, run_storage)
     return config, run_storage
 

@@ -1,5 +1,12 @@
-"""Bad input: one line naming the problem and the setting, exit code 2, nothing half-written."""
+"""Bad input: one line naming the problem and the setting, as the last line on stderr, exit code 2,
+no trace, nothing half-written, and checked before Spark does any work where it can be."""
 
+import datetime
+import gzip
+import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,67 +16,171 @@ import pytest
 from conftest import make_config
 
 from sgns_spark.errors import UserError
+from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
+from sgns_spark.tokenize import MAX_RECORD_BYTES
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
+TRACE = re.compile(r"^\s+at |Traceback|^Caused by|\.(java|scala):\d+\)|^\s+File \"", re.MULTILINE)
+WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 
 
-def assert_nothing_published(storage):
-    for name in ("vocab", "corpus", "reports", "model", "export"):
-        assert not storage.exists(name), name
-    assert storage.list_names("_staging") == []
+def run_job(job, root, *arguments):
+    return subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--root", str(root), *arguments,
+                           "--set", "spark.master=local[1]"], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", r"input corpus .* is empty; point CORPUS= \(--input\) at text"),
-    (np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes(),
-     r"is not UTF-8 text: .*% of its bytes are invalid; .* raise corpus.max_invalid_utf8_fraction"),
-    (b"rare words appear once each here\n",
-     r"every word of .* occurs fewer than vocab.min_count = 5 times; lower vocab.min_count"),
-    (b"... --- !!! ???\n", r"has no tokens under corpus.split_pattern"),
-])
-def test_bad_corpus_is_refused_with_the_setting_named(spark, storage, tmp_path, content, message):
+def assert_one_line_error(result, job, first_words):
+    """Exit 2, our line last and alone, starting with `first_words`, and no trace anywhere."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert lines[-1].startswith(f"sgns-spark {job}: error: {first_words}"), lines[-1]
+    assert [line for line in lines if line.startswith("sgns-spark")] == [lines[-1]]
+    assert not TRACE.search(result.stderr), result.stderr[-2000:]
+
+
+def assert_nothing_published(root: Path):
+    for name in ("vocab", "corpus", "reports", "model", "export", "_LOCK"):
+        assert not (root / name).exists(), name
+    assert not list((root / "_staging").glob("*")) if (root / "_staging").exists() else True
+
+
+def gzip_bytes(text: str) -> bytes:
+    return gzip.compress(text.encode())
+
+
+@pytest.mark.parametrize("content,first_words", [
+    (b"", "input corpus {path} is empty; point CORPUS="),
+    (np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes(), "input corpus {path} is not UTF-8"),
+    ("caf\xe9 na\xefve \xe9l\xe8ve r\xe9sum\xe9 \xe0 la fa\xe7on ".encode("latin-1") * 200,
+     "input corpus {path} is not UTF-8 text"),
+    (b"rare words appear once each here\n", "every word of {path} occurs fewer than vocab.min_count = 5"),
+], ids=["empty", "random-bytes", "latin-1", "below-min-count"])
+def test_bad_corpus_ends_the_job_with_one_line(tmp_path, content, first_words):
     path = tmp_path / "corpus.txt"
     path.write_bytes(content)
-    with pytest.raises(UserError, match=message):
-        run_vocab_stage(spark, make_config(), str(path), storage)
-    assert_nothing_published(storage)
+    result = run_job("vocab", tmp_path / "root", "--input", str(path))
+    assert_one_line_error(result, "vocab", first_words.format(path=path))
+    assert_nothing_published(tmp_path / "root")
 
 
-def test_missing_input_path(spark, storage, tmp_path):
-    with pytest.raises(UserError, match=r"input corpus .*absent.txt does not exist; set CORPUS="):
-        run_vocab_stage(spark, make_config(), str(tmp_path / "absent.txt"), storage)
-    assert_nothing_published(storage)
+@pytest.mark.parametrize("override,first_words", [
+    ("vocab.min_cont=3", "unknown config key vocab.min_cont; known keys of [vocab]: min_count,"),
+    ("train.dim=0", "train.dim = 0 is out of range; allowed 2 to 4096"),
+], ids=["unknown-key", "dim-0"])
+def test_bad_setting_ends_the_job_before_spark_starts(tmp_path, override, first_words):
+    result = run_job("vocab", tmp_path / "root", "--input", "x.txt", "--set", override)
+    assert_one_line_error(result, "vocab", first_words)
+    assert "Spark" not in result.stderr.replace("sgns-spark", "")  # no JVM was started
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("given,first_words", [
+    ("{tmp}/absent.txt", "input corpus {tmp}/absent.txt does not exist or matches no file; set CORPUS="),
+    ("{tmp}/*.nothing", "input corpus {tmp}/*.nothing does not exist or matches no file"),
+    ("s3a://bucket/corpus.txt", "no file system for the s3a:// scheme of the input corpus (--input, CORPUS="),
+], ids=["missing-path", "empty-glob", "scheme-without-filesystem"])
+def test_unusable_input_path_is_refused_before_any_work(tmp_path, given, first_words):
+    result = run_job("pipeline", tmp_path / "root", "--input", given.format(tmp=tmp_path))
+    assert_one_line_error(result, "pipeline", first_words.format(tmp=tmp_path))
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("root,first_words", [
+    ("/proc/forbidden/x", "run root file:/proc/forbidden/x cannot be written"),
+    ("s3a://bucket/run", "no file system for the s3a:// scheme of the run root (--root) s3a://bucket/run"),
+], ids=["not-writable", "scheme-without-filesystem"])
+def test_unusable_run_root_is_refused_before_tokenizing(tmp_path, root, first_words):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(WORDS)
+    result = run_job("pipeline", root, "--input", str(corpus))
+    assert_one_line_error(result, "pipeline", first_words)
+    assert "[vocab]" not in result.stdout
+
+
+def test_truncated_gzip_is_named_and_a_setting_skips_it(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.gz").write_bytes(gzip_bytes(WORDS))
+    (corpus / "b.gz").write_bytes(gzip_bytes(WORDS * 20)[:5_000])  # the first 5 kB of a gzip file
+    (corpus / "c.txt").write_text(WORDS)
+    result = run_job("vocab", tmp_path / "root", "--input", str(corpus))
+    assert_one_line_error(result, "vocab", f"input file file://{corpus}/b.gz cannot be read (Unexpected end of input")
+    assert result.stderr.strip().splitlines()[-1].endswith("or set corpus.skip_corrupt_files=true to skip such files")
+    assert_nothing_published(tmp_path / "root")
+    skipped = run_job("vocab", tmp_path / "root", "--input", str(corpus), "--set", "corpus.skip_corrupt_files=true")
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert not TRACE.search(skipped.stderr), skipped.stderr[-2000:]
+    counts = json.loads((tmp_path / "root" / "reports" / "vocab.json").read_text())["counts"]
+    assert counts["skipped_corrupt_files"] == 1 and counts["corrupt_files"] == [f"file://{corpus}/b.gz"]
+    assert counts["corpus_tokens"] == 2 * 20_000 and counts["input_files"] == 2
+
+
+def test_a_directory_of_gzip_and_plain_files_is_read_whole_and_hidden_files_are_skipped(spark, storage, tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "more").mkdir(parents=True)
+    (corpus / "a.txt.gz").write_bytes(gzip_bytes("alpha beta " * 50))
+    (corpus / "b.txt").write_text("gamma delta " * 30)
+    (corpus / "more" / "c.txt").write_text("alpha " * 7)
+    (corpus / "_SUCCESS").write_text("")
+    (corpus / ".b.txt.crc").write_text("not text")
+    report = run_vocab_stage(spark, make_config("vocab.min_count=1"), corpus_input(spark, str(corpus)), storage)
+    assert report["counts"]["corpus_tokens"] == 100 + 60 + 7 and report["counts"]["input_files"] == 3
+    assert report["counts"]["vocab_size"] == 4
+
+
+def live_lock(root: Path, pid: int, heartbeat: datetime.datetime):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "_LOCK").write_text(json.dumps({
+        "host": socket.gethostname(), "pid": pid, "job": "pipeline", "started_utc": "2026-01-01T00:00:00+00:00",
+        "heartbeat_utc": heartbeat.isoformat(timespec="seconds")}))
+
+
+def test_a_second_run_on_a_root_held_by_a_live_run_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(WORDS)
+    root = tmp_path / "root"
+    now = datetime.datetime.now(datetime.UTC)
+    live_lock(root, os.getpid(), now)  # this test's own process: alive
+    result = run_job("vocab", root, "--input", str(corpus))
+    assert_one_line_error(result, "vocab", f"run root file:{root} is in use by the pipeline job of pid {os.getpid()}")
+    assert "wait for it to end, or delete" in result.stderr and not (root / "vocab").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live_lock(root, int(dead.stdout), now)  # a process of this host that has ended
+    taken = run_job("vocab", root, "--input", str(corpus))
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert f"[lock] taking over the lock of file:{root}: its holder, pid {int(dead.stdout)} on this host, is gone" \
+        in taken.stdout
+    assert not (root / "_LOCK").exists() and (root / "vocab").exists()
 
 
 def test_a_little_invalid_utf8_is_tolerated_and_reported(spark, storage, tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_bytes((b"the cat sat on the mat " * 10 + b"\xff ") * 20)  # 0.4% invalid
-    report = run_vocab_stage(spark, make_config("vocab.min_count=1"), str(path), storage)
+    report = run_vocab_stage(spark, make_config("vocab.min_count=1"), corpus_input(spark, str(path)), storage)
     assert report["counts"]["invalid_utf8_bytes"] == 20
     assert report["counts"]["vocab_size"] == 5
 
 
-def run_job(*arguments):
-    return subprocess.run([sys.executable, str(JOBS / "vocab.py"), *arguments],
-                          capture_output=True, text=True, timeout=300)
+def test_evaluation_files_must_exist_on_the_driver(tmp_path):
+    result = run_job("export", tmp_path / "root", "--set", f"evaluate.analogy_path={tmp_path}/q.txt")
+    assert_one_line_error(result, "export", f"evaluate.analogy_path = {tmp_path}/q.txt is not a file on the driver")
 
 
-def test_job_exits_2_with_one_line_for_invalid_config(tmp_path):
-    result = run_job("--root", str(tmp_path / "root"), "--input", "x.txt", "--set", "vocab.min_cont=3")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "sgns-spark vocab: error: unknown config key vocab.min_cont; known keys of [vocab]: "
-        "min_count, max_vocab_size, noise_exponent, sample"
-    ]
-    assert not (tmp_path / "root").exists()
+def test_stage_raises_user_error_in_process_with_nothing_published(spark, storage, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"... --- !!! ???\n")
+    with pytest.raises(UserError, match=r"has no tokens under corpus.split_pattern"):
+        run_vocab_stage(spark, make_config(), corpus_input(spark, str(path)), storage)
+    assert not storage.exists("vocab") and storage.list_names("_staging") == []
 
 
-def test_job_exits_2_with_one_line_for_a_missing_corpus(tmp_path):
-    result = run_job("--root", str(tmp_path / "root"), "--input", str(tmp_path / "nope.txt"),
-                     "--set", "spark.master=local[1]")
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("sgns-spark")]
-    assert errors == [f"sgns-spark vocab: error: input corpus {tmp_path / 'nope.txt'} does not exist; "
-                      "set CORPUS= (make) or --input"]
-    assert not (tmp_path / "root" / "vocab").exists()
+def test_a_run_of_text_longer_than_a_spark_record_is_refused_not_skipped_or_fatal(tmp_path):
+    path = tmp_path / "corpus.txt"
+    with open(path, "w") as stream:  # a plain file: its size tells what the reader skipped
+        stream.write(WORDS + " ")
+        stream.write("x" * (MAX_RECORD_BYTES + 1))
+        stream.write(" " + WORDS + "\n")
+    result = run_job("vocab", tmp_path / "root", "--input", str(path))
+    assert_one_line_error(result, "vocab", f"input file file:{path} holds a run of text of more than 64 MiB")
+    assert_nothing_published(tmp_path / "root")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import make_config
 
+from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.tokenize import read_sentences
 from sgns_spark.vocab import build_vocab, encode_corpus
@@ -62,7 +63,7 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     path = tmp_path / "corpus.txt"
     path.write_text(text)
     config = make_config()
-    report = run_vocab_stage(spark, config, str(path), storage)
+    report = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert report["counts"]["corpus_tokens"] == len(text.split())
     expected = reference_vocab(text, 5, 0, 1e-3, 0.75)
     assert report["counts"]["vocab_size"] == len(expected)
@@ -72,5 +73,5 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     assert storage.read_json("reports/vocab.json")["counts"] == report["counts"]
     encoded = spark.read.parquet(storage.path("corpus"))
     assert encoded.selectExpr("sum(size(ids))").first()[0] == report["counts"]["retained_tokens"]
-    again = run_vocab_stage(spark, config, str(path), storage)
+    again = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back

@@ -1,0 +1,68 @@
+"""What a job checks before Spark does any work: its input files, and the local files it names.
+
+The run root's own checks (a file system for its scheme, writable, not locked by a live
+run) live with the root: `sgns_spark.storage.Storage.check_writable` and `sgns_spark.lock`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import SparkSession
+
+from sgns_spark.config import Config
+from sgns_spark.errors import UserError, java_causes
+from sgns_spark.storage import FileEntry, list_files
+
+INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
+UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE.*? while reading file (.+?)\.?\s+SQLSTATE")
+
+
+@dataclass(frozen=True)
+class CorpusInput:
+    """The corpus a job was given and the files it resolves to, in path order."""
+
+    path: str
+    files: tuple[FileEntry, ...]
+
+
+def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
+    """Resolve ``--input`` (a file, a directory read recursively, or a glob) to its files.
+
+    Raises
+    ------
+    UserError
+        When the path does not exist, matches nothing, or names only empty directories.
+    """
+    files = list_files(spark, path, INPUT_SETTING)
+    if not files:
+        raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
+    return CorpusInput(path, tuple(files))
+
+
+def check_local_files(config: Config) -> None:
+    """The evaluation files are read by the driver itself: they must exist on its disk."""
+    for name in ("analogy_path", "similarity_path"):
+        value = getattr(config.evaluate, name)
+        if value and not Path(value).is_file():
+            raise UserError(f"evaluate.{name} = {value} is not a file on the driver; fix the path or set it to \"\"")
+
+
+def unreadable_file(error: BaseException) -> tuple[str, str] | None:
+    """``(file, reason)`` when a Spark job failed reading one input file, else None."""
+    if not isinstance(error, Py4JJavaError):
+        return None
+    causes = java_causes(error)
+    for _, message in causes:
+        match = UNREADABLE_FILE.search(message)
+        if match:
+            return match.group(1), causes[-1][1] or causes[-1][0]
+    return None
+
+
+def same_file(first: str, second: str) -> bool:
+    """Whether two spellings of a URI name one file (Spark writes ``file:///x``, Hadoop ``file:/x``)."""
+    return re.sub(r"^file:/+", "file:/", first) == re.sub(r"^file:/+", "file:/", second)
