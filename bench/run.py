@@ -27,7 +27,8 @@ QUESTIONS = SHARED / "questions-words.txt"
 WORDSIM = SHARED / "wordsim353.tsv"
 LINE_WORDS = 1000  # gensim's corpus_file mode and MLlib need lines; word2vec.c cuts at 1000 too
 QUICK_FRACTION = 0.1
-SCALING_SHARDS = (1, 2, 4, 16, 64)
+SCALING_SHARDS = (2, 8, 32, 64)
+SPARK_FIGURES = ("spark_stages", "shuffle_bytes", "shuffle_remote_bytes_read", "task_seconds", "critical_path_seconds")
 SIZE_FRACTIONS = (0.25, 0.5, 1.0)
 MASTER = "local[2]"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
@@ -156,6 +157,9 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
         "driver_rss_mib": max(r["driver_peak_rss_mib"] for r in reports.values()),
         **{f"driver_rss_{stage}_mib": report["driver_peak_rss_mib"] for stage, report in reports.items()},
         "worker_rss_mib": reports["train"]["counts"]["worker_peak_rss_mib"],
+        **{figure: reports["train"]["counts"].get(figure) for figure in SPARK_FIGURES},
+        **{f"{kind}_shuffle_bytes": size
+           for kind, size in reports["train"]["counts"].get("shuffle_bytes_by_kind", {}).items()},
     }
     if evaluate:
         manifest_path = json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:")
@@ -256,6 +260,27 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scaling_markdown(rows: list[dict]) -> str:
+    """Quality and Spark's own figures against the shard count (critical path: a cluster with one
+    core per shard on a free network)."""
+    columns = ["shards", "analogy", "ws353", "train_s", "spark_stages", "pairs_shuffle_bytes", "rows_shuffle_bytes",
+               "shuffle_remote_bytes_read", "task_seconds", "critical_path_seconds"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row['shards']}", f"{row['analogy']:.1%}", f"{row['ws353']:.3f}"]
+        cells += [f"{row.get(column) or 0:,.0f}" for column in columns[3:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = rows[0]
+    for row in rows[1:]:
+        lines.append(
+            f"\n{row['shards']} vs {base['shards']} shards: analogy {row['analogy'] - base['analogy']:+.1%} points, "
+            f"WS353 {row['ws353'] - base['ws353']:+.3f}, "
+            f"stages {row['spark_stages']} (budget {2 * row['shards'] + 10}), "
+            f"shuffle bytes {row['shuffle_bytes'] / base['shuffle_bytes']:.1f}x, "
+            f"critical path {row['critical_path_seconds'] / base['critical_path_seconds']:.2f}x")
+    return "\n".join(lines)
+
+
 def memory_markdown(rows: list[dict]) -> str:
     """Peak RSS per stage (each stage its own driver process) against the model's size."""
     columns = ["vocab_size", "dim", "parameters_mib", "corpus_words", "train_s", "driver_rss_vocab_mib",
@@ -307,7 +332,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
     (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
-    print(memory_markdown(rows) if arguments.mode == "memory" else markdown(rows))
+    printers = {"memory": memory_markdown, "scaling": scaling_markdown}
+    print(printers.get(arguments.mode, markdown)(rows))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 from sgns_spark.cli import job_arguments, run_job
 from sgns_spark.export import run_export_stage
-from sgns_spark.rounds import run_train_stage
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.summary import print_export_summary, print_train_summary, print_vocab_summary
+from sgns_spark.train.driver import run_train_stage
 
 
 def main() -> None:

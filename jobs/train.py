@@ -1,8 +1,8 @@
 """spark-submit entry point: train SGNS from the newest model round to the last epoch."""
 
 from sgns_spark.cli import job_arguments, run_job
-from sgns_spark.rounds import run_train_stage
 from sgns_spark.summary import print_train_summary
+from sgns_spark.train.driver import run_train_stage
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ MEMORY_PATTERN = re.compile(r"^(\d+)([kmgt])$", re.IGNORECASE)
 MEMORY_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}  # MiB per unit letter
 MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
 AUTOMATIC = 0  # the value of a setting that is derived from others at load
+STAGES_PER_SHARD, SPARE_STAGES = 2, 10  # the stage budget per epoch: 2 x num_shards + 10
 LARGEST_SEED = 2**63 - 1
 
 
@@ -109,7 +110,7 @@ class VocabSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Sharded SGNS training: rounds of stratified blocks (see `sgns_spark.strata`)."""
+    """Sharded SGNS training: rounds of stratified blocks (see `sgns_spark.train.schedule`)."""
 
     dim: int = setting(100, "vector dimensions (50 to 300 usual)", low=2, high=4096)
     window: int = setting(5, "max context distance each side, shrunk uniformly per word", unit="tokens",
@@ -120,10 +121,14 @@ class TrainSettings:
     epochs: int = setting(1, "passes over the corpus", low=1, high=1000)
     num_shards: int = setting(2, "Spark tasks that train in parallel (word groups); about the executor cores",
                               low=1, high=100_000)
-    rounds_per_epoch: int = setting(AUTOMATIC, "model versions written per epoch", low=0, high=10_000,
-                                    automatic="max(4, 2 x num_shards)")
-    cycles_per_round: int = setting(1, "passes over the strata per round (more = shorter phases)",
-                                    low=1, high=1000)
+    rounds_per_epoch: int = setting(AUTOMATIC, "rounds per epoch; each syncs every row num_shards times",
+                                    low=0, high=10_000,
+                                    automatic="the most with at most 2 x num_shards + 10 Spark stages per epoch")
+    warmup_fraction: float = setting(0.05, "share of the first epoch trained first in one task, so that the word "
+                                           "groups start from one coordinate system; 0 = none", low=0.0, high=0.5)
+    commit_words: int = setting(20_000_000, "a model version (the resume point) is written after the round that "
+                                            "passes this many words since the last one, and at the end",
+                                unit="words", low=1, high=10**12)
     learning_rate: float = setting(0.025, "start of the linear decay", low=1e-6, high=10.0)
     min_learning_rate_ratio: float = setting(1e-4, "floor of the decay, as a fraction of learning_rate",
                                              low=0.0, high=1.0)
@@ -321,8 +326,16 @@ def validate(config: Config) -> None:
 def resolve(config: Config) -> Config:
     """Replace every `AUTOMATIC` value by the value it stands for (documented in its declaration)."""
     train = config.train
-    rounds = train.rounds_per_epoch or max(4, 2 * train.num_shards)
-    return dataclasses.replace(config, train=dataclasses.replace(train, rounds_per_epoch=rounds))
+    return dataclasses.replace(config, train=dataclasses.replace(
+        train, rounds_per_epoch=train.rounds_per_epoch or automatic_rounds(train)))
+
+
+def automatic_rounds(train: TrainSettings) -> int:
+    """The most rounds per epoch within the stage budget. A round costs one Spark stage for its
+    pairs and one per group; each model load costs one, and the serial start two."""
+    warmup_stages = 2 if train.warmup_fraction > 0 and train.num_shards > 1 else 0
+    budget = STAGES_PER_SHARD * train.num_shards + SPARE_STAGES - 1 - warmup_stages
+    return max(1, budget // (train.num_shards + 1))
 
 
 def _validate_split_pattern(pattern: str) -> None:

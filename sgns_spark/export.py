@@ -27,29 +27,36 @@ from sgns_spark import __version__
 from sgns_spark.arrow import lists_to_matrix, spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
-from sgns_spark.model_store import read_latest, read_round
+from sgns_spark.layout import (
+    BINARY_NAME,
+    EXPORT_DIRECTORY,
+    EXPORT_LATEST,
+    MANIFEST_NAME,
+    PARQUET_NAME,
+    PUBLISHED_FORMAT,
+    TEXT_NAME,
+    VERSION_PREFIX,
+    VOCAB_DIRECTORY,
+    numbered,
+    report_path,
+    version_directory,
+)
 from sgns_spark.scoring import evaluation_vectors, score
-from sgns_spark.stages import VOCAB_DIRECTORY, StageReport, previous_report, report_path
+from sgns_spark.stages import StageReport, previous_report
 from sgns_spark.storage import Storage
-from sgns_spark.vectors import BINARY_NAME, MANIFEST_NAME, PARQUET_NAME, TEXT_NAME, word2vec_record_bodies
+from sgns_spark.train.model_store import read_latest, read_side
+from sgns_spark.train.schedule import INPUT_SIDE
+from sgns_spark.vectors import word2vec_record_bodies
 
-FORMAT_VERSION = 1
-EXPORT_DIRECTORY = "export"
-EXPORT_LATEST = f"{EXPORT_DIRECTORY}/_LATEST"
 WHITESPACE_PATTERN = r"\s"
 RECORD_SCHEMA = pa.schema([("record", pa.binary())])
 EXPORT_PARTITION_ROWS = 1 << 13  # words per sorted partition, so per part file of each output
 
 
-def version_directory(version: int) -> str:
-    """Relative path of a published version."""
-    return f"{EXPORT_DIRECTORY}/version={version:06d}"
-
-
 def published_vectors(spark: SparkSession, storage: Storage, model_round: int, normalize: bool) -> DataFrame:
     """``id, word, vector, count`` of a model round: the input vectors, optionally unit length."""
     vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("id", "word", "count")
-    model = read_round(spark, storage, model_round).select("id", F.col("w_in").alias("vector"))
+    model = read_side(spark, storage, model_round, INPUT_SIDE)
     if normalize:
         norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda total, x: total + x * x))
         model = model.select("id", F.transform("vector", lambda x: (x / norm).cast("float")).alias("vector"))
@@ -90,7 +97,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     report.step("word2vec")
     version = next_version(storage)
     manifest = {
-        "format_version": FORMAT_VERSION,
+        "format_version": PUBLISHED_FORMAT,
         "sgns_spark_version": __version__,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "version": version,
@@ -157,14 +164,11 @@ def format_records(batches: Iterator[pa.RecordBatch], binary: bool, dim: int) ->
 
 def next_version(storage: Storage) -> int:
     """One more than the newest published version (1 for the first)."""
-    versions = [int(name.split("=")[1]) for name in storage.list_names(EXPORT_DIRECTORY)
-                if name.startswith("version=")]
-    return max(versions, default=0) + 1
+    return max(numbered(storage.list_names(EXPORT_DIRECTORY), VERSION_PREFIX), default=0) + 1
 
 
 def prune_versions(storage: Storage, keep: int) -> None:
     """Delete all but the newest `keep` published versions."""
-    versions = [name for name in storage.list_names(EXPORT_DIRECTORY) if name.startswith("version=")]
-    for name in versions[:-keep]:
-        storage.delete(f"{EXPORT_DIRECTORY}/{name}")
+    for version in numbered(storage.list_names(EXPORT_DIRECTORY), VERSION_PREFIX)[:-keep]:
+        storage.delete(version_directory(version))
 

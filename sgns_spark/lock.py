@@ -17,9 +17,9 @@ import socket
 import threading
 
 from sgns_spark.errors import UserError
+from sgns_spark.layout import LOCK_FILE
 from sgns_spark.storage import Storage
 
-LOCK_FILE = "_LOCK"
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 600.0  # twenty missed heartbeats
 ACQUIRE_ATTEMPTS = 5  # tries to create the lock when another run releases or abandons it meanwhile

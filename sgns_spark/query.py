@@ -17,9 +17,8 @@ from pathlib import Path
 
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
-from sgns_spark.vectors import MANIFEST_NAME, PARQUET_NAME, Vectors
-
-LATEST_NAME = "_LATEST"
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME
+from sgns_spark.vectors import Vectors
 
 
 def load_vectors(location: str) -> Vectors:

@@ -13,6 +13,9 @@ from sgns_spark.config import Config
 LOCAL_MASTER = "local[*]"
 QUIET_LOGGING = Path(__file__).with_name("log4j2.properties")  # messages without stack traces
 DEBUG_LEVEL = "DEBUG"
+# One BLAS thread per Python worker: Spark already runs one task per core, and more threads
+# would oversubscribe the executor (and make a task's float sums depend on the thread count).
+WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def build_session(config: Config, stage: str) -> SparkSession:
@@ -36,8 +39,12 @@ def build_session(config: Config, stage: str) -> SparkSession:
         builder = builder.master(settings.master)
     elif not launched_by_spark_submit:
         builder = builder.master(LOCAL_MASTER)
+    for name, value in WORKER_ENVIRONMENT.items():
+        builder = builder.config(f"spark.executorEnv.{name}", value)
     if not launched_by_spark_submit:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        for name, value in WORKER_ENVIRONMENT.items():  # local mode's workers inherit the driver's
+            os.environ.setdefault(name, value)
         builder = builder.config("spark.driver.memory", settings.driver_memory)
         if settings.log_level != DEBUG_LEVEL:
             builder = builder.config("spark.driver.extraJavaOptions",

@@ -19,15 +19,13 @@ from pyspark.sql import functions as F
 
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
+from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
 from sgns_spark.memory import peak_rss_mib
 from sgns_spark.preflight import CorpusInput, same_file, unreadable_file
 from sgns_spark.storage import FileEntry, Storage
 from sgns_spark.tokenize import MAX_RECORD_BYTES, count_words, read_records, read_sentences, record_bytes_per_file
 from sgns_spark.vocab import build_vocab, encode_corpus
 
-VOCAB_DIRECTORY = "vocab"
-CORPUS_DIRECTORY = "corpus"
-REPORTS_DIRECTORY = "reports"
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".xz")  # Hadoop codecs by suffix
 
 
@@ -57,11 +55,6 @@ class StageReport:
             "seconds": {**self.seconds, "total": round(time.perf_counter() - self.started, 3)},
             "driver_peak_rss_mib": round(peak_rss_mib(), 1),
         }
-
-
-def report_path(stage: str) -> str:
-    """Relative path of a stage's run report."""
-    return f"{REPORTS_DIRECTORY}/{stage}.json"
 
 
 def previous_report(storage: Storage, stage: str) -> dict | None:

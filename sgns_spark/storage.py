@@ -16,8 +16,8 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from sgns_spark.errors import UserError, java_causes
+from sgns_spark.layout import STAGING_DIRECTORY
 
-STAGING_DIRECTORY = "_staging"
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
 PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
 HIDDEN_PREFIXES = ("_", ".")  # names Spark's file sources skip, as these listings do

@@ -12,10 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-PARQUET_NAME = "vectors.parquet"  # file names inside a published version (see export.py)
-TEXT_NAME = "vectors.txt"
-BINARY_NAME = "vectors.bin"
-MANIFEST_NAME = "manifest.json"
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
 NORM_FLOOR = 1e-12  # guards the unit-length division of an all-zero vector
 

@@ -52,7 +52,7 @@ def reset_shuffle_partitions(spark):
 PLANTED_TOKENS = 400_000
 PLANTED_SETTINGS = (
     "train.dim=32", "train.window=4", "train.epochs=2", "train.num_shards=2",
-    "train.rounds_per_epoch=2", "train.cycles_per_round=4", "train.keep_rounds=10", "vocab.min_count=5",
+    "train.rounds_per_epoch=4", "train.commit_words=1", "train.keep_rounds=10", "vocab.min_count=5",
 )
 
 
@@ -70,8 +70,8 @@ def write_planted_corpus(directory: Path, seed: int = 1) -> tuple[Path, Path]:
 def train_planted(spark, root: Path, corpus: Path, *overrides: str):
     """Run the vocab and train stages on `corpus` below `root`; return (config, storage)."""
     from sgns_spark.preflight import corpus_input
-    from sgns_spark.rounds import run_train_stage
     from sgns_spark.stages import run_vocab_stage
+    from sgns_spark.train.driver import run_train_stage
 
     config = make_config(*PLANTED_SETTINGS, *overrides)
     run_storage = Storage(spark, str(root))

@@ -1,13 +1,16 @@
-"""The README's spark-submit recipe on local-cluster: separate executor processes that run
-the packaged environment (make package), not the test's."""
+"""local-cluster: separate executor processes. The README's spark-submit recipe with the packaged
+environment (make package), and training that survives the loss of an executor."""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import write_planted_corpus
 
@@ -40,14 +43,14 @@ def test_pipeline_through_spark_submit_on_local_cluster_with_packaged_environmen
          "--files", str(REPOSITORY / "conf" / "default.toml"),
          str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(corpus),
          "--config", str(REPOSITORY / "conf" / "default.toml"),
-         "--set", "train.dim=24", "--set", "train.rounds_per_epoch=2",
+         "--set", "train.dim=24",
          "--set", f"evaluate.analogy_path={questions}", "--set", "evaluate.neighbour_words=paris"],
         capture_output=True, text=True, env=environment, timeout=900, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[export] published version 1" in result.stdout
     train = json.loads((root / "reports" / "train.json").read_text())
-    assert train["counts"]["rounds"] == 2 and train["counts"]["trained_words"] > 0
+    assert train["counts"]["rounds"] == 4 and train["counts"]["trained_words"] > 0  # serial start + 3 rounds
     # the executors ran the archive Spark unpacked into their application work directory
     worker_python = train["counts"]["worker_python"]
     assert worker_python.endswith("/environment/bin/python") and "/work/app-" in worker_python
@@ -56,3 +59,48 @@ def test_pipeline_through_spark_submit_on_local_cluster_with_packaged_environmen
     manifest = json.loads((Path(latest["path"].removeprefix("file:")) / "manifest.json").read_text())
     # plumbing, not quality (test_training checks that): chance level is under 0.1% here
     assert manifest["evaluation"]["analogy"]["accuracy"] > 0.1
+
+
+def executor_processes() -> list[int]:
+    """Process ids of the executor JVMs running on this machine."""
+    found = subprocess.run(["pgrep", "-f", "CoarseGrainedExecutorBackend"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+@pytest.mark.skipif(not SPARK_SUBMIT.exists(), reason="spark-submit is not installed beside this Python")
+def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(spark, planted_run, tmp_path):
+    """Training on local-cluster[2,1,1024] (two executor JVMs); one is SIGKILLed after the third
+    committed round. The run ends with exit 0 and the same rows, bit for bit, as the planted run
+    with the same settings in local mode."""
+    from conftest import PLANTED_SETTINGS
+
+    root = tmp_path / "root"
+    environment = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    command = [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
+               str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(planted_run["corpus"]),
+               *(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting))]
+    log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment, cwd=tmp_path)
+    killed = []
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "committed round 3" in line and not killed:
+            time.sleep(1.0)  # into the next job's stages
+            victims = executor_processes()
+            assert victims, "no executor process to kill"
+            os.kill(victims[0], signal.SIGKILL)
+            killed.append(victims[0])
+    returncode = process.wait(timeout=900)
+    log.seek(0)
+    assert returncode == 0, log.read()[-3000:]
+    assert killed and "[export] published version 1" in "".join(output)
+    assert "committed round 9" in "".join(output)
+    reference = planted_run["storage"]
+    for side in ("input", "output"):
+        ours = pq.read_table(root / "model" / "round=000009" / f"side={side}").sort_by("id")
+        expected = pq.read_table(reference.path("model/round=000009", f"side={side}").removeprefix("file:"))
+        expected = expected.sort_by("id")
+        assert ours.column("id").equals(expected.column("id"))
+        assert ours.column("vector").combine_chunks().flatten().equals(
+            expected.column("vector").combine_chunks().flatten())

@@ -91,8 +91,10 @@ def test_minibatch_larger_than_twelve_times_the_noise_pool_is_rejected():
 
 
 def test_automatic_rounds_are_resolved_once_at_load():
-    assert load_config(None, ["train.num_shards=2"]).train.rounds_per_epoch == 4
-    assert load_config(None, ["train.num_shards=16"]).train.rounds_per_epoch == 32
+    # (2 x shards + 10 - one load - two warm-up stages) // (shards + 1) stages per round
+    assert load_config(None, ["train.num_shards=2"]).train.rounds_per_epoch == 3
+    assert load_config(None, ["train.num_shards=16"]).train.rounds_per_epoch == 2
+    assert load_config(None, ["train.num_shards=1"]).train.rounds_per_epoch == 5
     assert load_config(None, ["train.num_shards=16", "train.rounds_per_epoch=3"]).train.rounds_per_epoch == 3
 
 

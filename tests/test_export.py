@@ -14,8 +14,8 @@ from gensim.models import KeyedVectors
 import sgns_spark.export as export_module
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
 from sgns_spark.errors import UserError
-from sgns_spark.export import EXPORT_LATEST, run_export_stage, version_directory
-from sgns_spark.model_store import LATEST_FILE, MODEL_SCHEMA, round_directory
+from sgns_spark.export import run_export_stage
+from sgns_spark.layout import EXPORT_LATEST, MODEL_LATEST, round_directory, version_directory
 from sgns_spark.query import load_vectors, main
 from sgns_spark.vectors import Vectors, word2vec_records
 
@@ -37,7 +37,7 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
     published = sorted(name for name in os.listdir(directory) if not name.startswith("."))  # not checksums
     assert published == ["manifest.json", "vectors.bin", "vectors.parquet", "vectors.txt"]
     manifest = json.loads(open(f"{directory}/manifest.json").read())
-    assert manifest["format_version"] == 1 and manifest["model_round"] == 4
+    assert manifest["format_version"] == 1 and manifest["model_round"] == 9
     assert manifest["evaluation"] == report["counts"]["evaluation"] and manifest["normalized"] is False
     assert manifest["vocab_size"] == storage.read_json("reports/vocab.json")["counts"]["vocab_size"]
     assert json.loads(open(local(storage, EXPORT_LATEST)).read())["version"] == version
@@ -111,12 +111,13 @@ def fake_run(spark, storage, words):
     vocab = pa.table({"word": words, "id": pa.array(range(count), pa.int32()),
                       "count": pa.array(range(count, 0, -1), pa.int64()),
                       "keep_prob": [1.0] * count, "noise_weight": [1.0 / count] * count})
-    model = pa.table({"id": pa.array(range(count), pa.int32()),
-                      "w_in": matrix_to_lists(np.eye(count, 4, dtype=np.float32)),
-                      "w_out": matrix_to_lists(np.zeros((count, 4), np.float32))}, schema=MODEL_SCHEMA)
     spark.createDataFrame(vocab.to_pandas()).write.parquet(storage.path("vocab"))
-    spark.createDataFrame(model.to_pandas()).write.parquet(storage.path(round_directory(1)))
-    storage.write_json(LATEST_FILE, {"round": 1})
+    for side, matrix in (("input", np.eye(count, 4, dtype=np.float32)), ("output", np.zeros((count, 4), np.float32))):
+        directory = local(storage, f"{round_directory(1)}/side={side}")
+        os.makedirs(directory)
+        pq.write_table(pa.table({"id": pa.array(range(count), pa.int32()), "vector": matrix_to_lists(matrix)}),
+                       f"{directory}/part-00000.parquet")
+    storage.write_json(MODEL_LATEST, {"round": 1})
     storage.write_json("reports/vocab.json", {"counts": {"vocab_size": count}})
     storage.write_json("reports/train.json", {"settings": {}, "counts": {}})
 

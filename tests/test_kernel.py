@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from sgns_spark import kernel
-from sgns_spark.kernel import GRADIENT_SHARE, scatter_add_rows, sgns_step
+from sgns_spark.train import kernel
+from sgns_spark.train.kernel import GRADIENT_SHARE, scatter_add_rows, sgns_step
 
 NEGATIVE = 3
 

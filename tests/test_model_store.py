@@ -1,44 +1,50 @@
+"""Model rounds on disk and the rows that travel between tasks."""
+
 import numpy as np
-import pyarrow as pa
 
-from sgns_spark.arrow import lists_to_matrix, matrix_to_binary, matrix_to_lists
-from sgns_spark.model_store import MODEL_SCHEMA, initial_model, model_from_halves, model_halves
-from sgns_spark.shard import INPUT_SIDE, OUTPUT_SIDE, STATISTICS_ROW_ID
-from sgns_spark.strata import word_groups
+from sgns_spark.train.model_store import committed_rows, initial_rows, read_side, write_rows
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, word_groups
 
-DIM = 3
+DIM = 8
 
 
-def model_table(ids, input_vectors, output_vectors):
-    return pa.table({"id": pa.array(ids, pa.int32()), "w_in": matrix_to_lists(np.asarray(input_vectors, np.float32)),
-                     "w_out": matrix_to_lists(np.asarray(output_vectors, np.float32))}, schema=MODEL_SCHEMA)
+def gathered(records, vocab):
+    """Both sides as (vocab, dim) matrices from (task, Rows) records, checking each record's owner."""
+    sides = {side: np.full((vocab, DIM), np.nan, np.float32) for side in (INPUT_SIDE, OUTPUT_SIDE)}
+    for task, chunk in records:
+        assert (word_groups(chunk.ids, 3) == chunk.group).all()
+        assert owner_task(chunk.group, chunk.side, 1, 3) == task
+        sides[chunk.side][chunk.ids] = chunk.vectors
+    return sides
 
 
-def test_halves_carry_each_row_to_its_group_and_join_back_without_statistics(spark):
-    ids = np.arange(10)
-    model = spark.createDataFrame(
-        model_table(ids, np.arange(30).reshape(10, 3), -np.arange(30).reshape(10, 3)).to_pandas()
-    )
-    halves = model_halves(model, groups=3, dim=DIM).toArrow().sort_by([("side", "ascending"), ("id", "ascending")])
-    assert halves.column("side").to_pylist() == [INPUT_SIDE] * 10 + [OUTPUT_SIDE] * 10
-    np.testing.assert_array_equal(halves.column("group").to_numpy(), np.tile(word_groups(ids, 3), 2))
-    assert halves.column("group").to_pylist()[:10] == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2]  # snake order
-    statistics = pa.table({"id": pa.array([STATISTICS_ROW_ID], pa.int32()), "group": pa.array([0], pa.int32()),
-                           "side": pa.array([INPUT_SIDE], pa.int32()),
-                           "vector": matrix_to_binary(np.full((1, DIM), 7, np.float32))})
-    with_statistics = spark.createDataFrame(pa.concat_tables([halves, statistics]).to_pandas())
-    joined = model_from_halves(with_statistics, DIM).toArrow().sort_by("id")
-    assert joined.column("id").to_pylist() == list(ids)
-    np.testing.assert_array_equal(lists_to_matrix(joined.column("w_in"), DIM), np.arange(30).reshape(10, 3))
-    np.testing.assert_array_equal(lists_to_matrix(joined.column("w_out"), DIM), -np.arange(30).reshape(10, 3))
+def test_initial_rows_are_word2vec_init_keyed_by_owner_and_independent_of_partitioning(spark):
+    vocab = 5000
+    records = initial_rows(spark, vocab, DIM, seed=3, groups=3, phase=1)
+    assert records.getNumPartitions() == 3
+    by_partition = records.glom().collect()
+    assert all(task == index for index, part in enumerate(by_partition) for task, _ in part)
+    sides = gathered([item for part in by_partition for item in part], vocab)
+    assert not np.isnan(sides[INPUT_SIDE]).any() and not sides[OUTPUT_SIDE].any()
+    assert np.abs(sides[INPUT_SIDE]).max() <= 0.5 / DIM and np.abs(sides[INPUT_SIDE]).mean() > 0.2 / DIM
+    again = np.full((vocab, DIM), np.nan, np.float32)
+    for _, chunk in initial_rows(spark, vocab, DIM, seed=3, groups=5, phase=0).collect():
+        if chunk.side == INPUT_SIDE:
+            again[chunk.ids] = chunk.vectors
+    np.testing.assert_array_equal(again, sides[INPUT_SIDE])
 
 
-def test_initial_model_is_word2vec_init_and_independent_of_partitioning(spark):
-    dim, vocab = 8, 5000
-    first = initial_model(spark, vocab, dim, seed=3, partitions=2).toArrow().sort_by("id")
-    second = initial_model(spark, vocab, dim, seed=3, partitions=7).toArrow().sort_by("id")
-    w_in = lists_to_matrix(first.column("w_in"), dim)
-    assert first.column("id").to_pylist() == list(range(vocab))
-    np.testing.assert_array_equal(w_in, lists_to_matrix(second.column("w_in"), dim))
-    assert np.abs(w_in).max() <= 0.5 / dim and np.abs(w_in).mean() > 0.2 / dim
-    assert not lists_to_matrix(first.column("w_out"), dim).any()
+def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, storage, tmp_path):
+    vocab = 700
+    records = initial_rows(spark, vocab, DIM, seed=5, groups=3, phase=1)
+    write_rows(spark, records, storage.path("model/round=000001"), DIM)
+    inputs = read_side(spark, storage, 1, INPUT_SIDE).toArrow().sort_by("id")
+    assert inputs.column("id").to_pylist() == list(range(vocab))
+    assert spark.read.parquet(storage.path("model/round=000001")).schema.simpleString() == \
+        "struct<id:int,vector:array<float>,side:string>"
+    expected = gathered(records.collect(), vocab)
+    np.testing.assert_array_equal(np.asarray(inputs.column("vector").combine_chunks().flatten()).reshape(vocab, DIM),
+                                  expected[INPUT_SIDE])
+    back = gathered(committed_rows(spark, storage, 1, DIM, groups=3, phase=1).collect(), vocab)
+    for side in (INPUT_SIDE, OUTPUT_SIDE):
+        np.testing.assert_array_equal(back[side], expected[side])

@@ -1,6 +1,6 @@
 import numpy as np
 
-from sgns_spark.sampling import (
+from sgns_spark.train.sampling import (
     SUBSAMPLE_STREAM,
     WINDOW_STREAM,
     NoiseSampler,

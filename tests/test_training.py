@@ -1,4 +1,4 @@
-"""Training end to end on the planted corpus, and the properties the driver promises."""
+"""Training end to end on the planted corpus, and the properties the schedule and driver promise."""
 
 import dataclasses
 
@@ -6,46 +6,45 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import train_planted, write_planted_corpus
+from conftest import make_config, train_planted, write_planted_corpus
 
-from sgns_spark import shard
-from sgns_spark.arrow import binary_to_matrix, lists_to_matrix, matrix_to_binary, matrix_to_lists
-from sgns_spark.config import TrainSettings
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
-from sgns_spark.model_store import LATEST_FILE, read_latest, round_directory
-from sgns_spark.shard import (
+from sgns_spark.layout import MODEL_LATEST, round_directory
+from sgns_spark.synthetic import FAMILIES
+from sgns_spark.train import task as task_module
+from sgns_spark.train.model_store import read_latest, read_side
+from sgns_spark.train.schedule import (
     INPUT_SIDE,
     OUTPUT_SIDE,
-    STATISTICS_ROW_ID,
-    RoundPlan,
-    stratified_pairs,
-    train_block,
+    noise_scales,
+    owner_task,
+    pair_strata,
+    rounds,
+    word_groups,
 )
-from sgns_spark.strata import noise_scales, word_groups
-from sgns_spark.synthetic import FAMILIES
+from sgns_spark.train.task import PhasePlan, RoundPlan, Rows, source_pairs, train_phase
 from sgns_spark.vectors import Vectors
 
-# Calibrated over corpus seeds 1..4 with these settings: analogy 0.91..0.98, neighbour rate
-# 0.97..0.99. An untrained or broken model scores about 0 on both.
+# Calibrated over corpus seeds 1..4 with these settings: analogy 0.96..0.99, neighbour rate
+# 0.97..1.00. An untrained or broken model scores about 0 on both.
 MIN_PLANTED_ANALOGY = 0.85
 MIN_PLANTED_NEIGHBOURS = 0.9
 
 
-def model_vectors(spark, storage, model_round=None) -> Vectors:
-    model_round = read_latest(storage)["round"] if model_round is None else model_round
-    model = spark.read.parquet(storage.path(round_directory(model_round)))
+def model_vectors(spark, storage) -> Vectors:
+    model = read_side(spark, storage, read_latest(storage)["round"], INPUT_SIDE)
     table = spark.read.parquet(storage.path("vocab")).join(model, "id").orderBy("id").toArrow()
-    dim = len(table.column("w_in")[0])
-    return Vectors(table.column("word").to_pylist(), lists_to_matrix(table.column("w_in"), dim))
+    matrix = np.asarray(table.column("vector").combine_chunks().flatten(), np.float32).reshape(table.num_rows, -1)
+    return Vectors(table.column("word").to_pylist(), matrix)
 
 
-def model_matrix(spark, storage, model_round=None) -> np.ndarray:
-    model_round = read_latest(storage)["round"] if model_round is None else model_round
-    table = spark.read.parquet(storage.path(round_directory(model_round))).toArrow().sort_by("id")
-    dim = len(table.column("w_in")[0])
-    return np.concatenate([lists_to_matrix(table.column("w_in"), dim),
-                           lists_to_matrix(table.column("w_out"), dim)], axis=1)
+def model_matrix(spark, storage) -> np.ndarray:
+    """Both sides of the newest round, side by side, in id order."""
+    latest = read_latest(storage)["round"]
+    sides = [read_side(spark, storage, latest, side).toArrow().sort_by("id") for side in (INPUT_SIDE, OUTPUT_SIDE)]
+    return np.concatenate([np.asarray(side.column("vector").combine_chunks().flatten()).reshape(side.num_rows, -1)
+                           for side in sides], axis=1)
 
 
 def planted_neighbour_rate(vectors: Vectors, topn: int = 5) -> float:
@@ -70,26 +69,37 @@ def test_planted_analogies_and_neighbours_are_recovered(spark, planted_run):
     assert planted_neighbour_rate(vectors) >= MIN_PLANTED_NEIGHBOURS
 
 
-def test_train_report_and_round_layout(planted_run):
-    storage = planted_run["storage"]
+def test_train_report_round_layout_and_spark_stages(planted_run):
+    storage, config = planted_run["storage"], planted_run["config"]
     report = storage.read_json("reports/train.json")
-    assert report["counts"]["rounds"] == 4
+    schedule = rounds(config.train)
+    assert [planned.groups for planned in schedule] == [1, 2, 2, 2, 2, 2, 2, 2, 2]  # serial start, 2 x 4 rounds
+    assert report["counts"]["rounds"] == len(schedule) == 9
     assert report["counts"]["trained_words"] == 2 * storage.read_json("reports/vocab.json")["counts"]["retained_tokens"]
     assert np.isfinite(report["counts"]["mean_loss"])
-    assert read_latest(storage)["round"] == 4
-    assert storage.list_names("model") == ["_LATEST"] + [f"round={r:06d}" for r in range(5)]
+    assert read_latest(storage)["round"] == 9
+    assert storage.list_names("model") == ["_LATEST"] + [f"round={r:06d}" for r in range(1, 10)]
+    # committing every round: per job one load stage, per round one pairs stage and one per group
+    assert report["counts"]["spark_stages"] == len(schedule) + sum(planned.groups + 1 for planned in schedule)
+    kinds = report["counts"]["shuffle_bytes_by_kind"]
+    assert set(kinds) == {"rows", "pairs"} and sum(kinds.values()) == report["counts"]["shuffle_bytes"]
+    assert 0 < report["counts"]["critical_path_seconds"] and 0 < report["counts"]["task_seconds"]
 
 
-def test_same_seed_and_shards_give_identical_vectors_and_resume_matches(spark, planted_run, tmp_path):
-    """A second run, killed after round 2 and resumed, ends bitwise equal to the first."""
+def test_same_seed_gives_identical_vectors_and_resume_and_commit_spacing_do_not_change_them(spark, planted_run,
+                                                                                            tmp_path):
+    """A second run, killed after round 2 and resumed, and a run committing only at the end,
+    end bitwise equal to the first."""
     storage = planted_run["storage"]
     corpus = planted_run["corpus"]
+    _, once = train_planted(spark, tmp_path / "once", corpus, "train.commit_words=1000000000")
+    assert once.list_names("model") == ["_LATEST", "round=000009"]
+    np.testing.assert_array_equal(model_matrix(spark, once), model_matrix(spark, storage))
     _, resumed = train_planted(spark, tmp_path / "again", corpus)
-    np.testing.assert_array_equal(model_matrix(spark, resumed), model_matrix(spark, storage))
     # simulate a driver killed after committing round 2, mid-way through writing round 3
-    for model_round in (3, 4):
+    for model_round in range(3, 10):
         resumed.delete(round_directory(model_round))
-    resumed.write_json(LATEST_FILE, {**read_latest(resumed), "round": 2, "epoch": 1, "round_in_epoch": 0})
+    resumed.write_json(MODEL_LATEST, {**read_latest(resumed), "round": 2})
     resumed.delete("reports/train.json")
     resumed.write_text("_staging/round-000003-deadbeef/part-00000.parquet", "half written")
     _, resumed = train_planted(spark, tmp_path / "again", corpus)
@@ -108,140 +118,158 @@ def test_other_settings_on_the_same_root_are_refused_until_restart(spark, plante
 
 
 def test_non_finite_parameters_stop_training_with_the_learning_rate_named_and_keep_latest(spark, tmp_path):
-    """The kernel's curvature limit keeps even learning rate 10 finite, so the guard is driven
-    by a model round holding an infinite value, as a corrupt or diverged round would."""
+    """The kernel's step limit keeps even large rates finite, so the guard is driven by a model
+    round holding an infinite value, as a corrupt or diverged round would."""
     corpus, _ = write_planted_corpus(tmp_path / "data")
     _, storage = train_planted(spark, tmp_path / "root", corpus, "train.epochs=1")
-    round_zero = storage.path(round_directory(0)).removeprefix("file:")
-    model = pq.read_table(round_zero)
-    input_vectors = lists_to_matrix(model.column("w_in"), 32)
-    input_vectors[0, 0] = np.inf
-    model = model.set_column(1, "w_in", matrix_to_lists(input_vectors))
-    for name in storage.list_names(round_directory(0)):
-        storage.delete(f"{round_directory(0)}/{name}")
-    pq.write_table(model, f"{round_zero}/part-00000.parquet")
-    for model_round in (1, 2):
+    side = storage.path(round_directory(1), "side=input").removeprefix("file:")
+    (part,) = [name for name in storage.list_names(f"{round_directory(1)}/side=input") if name.endswith(".parquet")]
+    rows = pq.read_table(f"{side}/{part}")
+    vectors = np.array(rows.column("vector").combine_chunks().flatten(), np.float32).reshape(rows.num_rows, -1)
+    vectors[0, 0] = np.inf
+    offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+    column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))).cast(rows.schema.field("vector").type)
+    rows = rows.set_column(1, rows.schema.field("vector"), column)
+    pq.write_table(rows, f"{side}/{part}")
+    storage.delete(f"{round_directory(1)}/side=input/.{part}.crc")  # Hadoop's checksum of the old file
+    for model_round in range(2, 6):
         storage.delete(round_directory(model_round))
-    storage.write_json(LATEST_FILE, {**read_latest(storage), "round": 0, "epoch": 0, "round_in_epoch": 0})
+    storage.write_json(MODEL_LATEST, {**read_latest(storage), "round": 1})
     storage.delete("reports/train.json")
     with pytest.raises(UserError, match=r"diverged .* lower train.learning_rate \(now 0.025\)") as error:
         train_planted(spark, tmp_path / "root", corpus, "train.epochs=1")
-    assert "model round 0 stays the latest" in str(error.value)
-    assert read_latest(storage)["round"] == 0
-    assert not storage.exists(round_directory(1))
+    assert "model round 1 stays the latest" in str(error.value)
+    assert read_latest(storage)["round"] == 1
+    assert not storage.exists(round_directory(2))
     assert not storage.exists("reports/train.json")
 
 
-class Broadcast:
-    """Stands in for a Spark broadcast outside Spark."""
+def test_automatic_rounds_keep_every_epoch_within_the_stage_budget():
+    for shards in (1, 2, 4, 8, 16, 32, 64, 1000):
+        schedule = rounds(make_config(f"train.num_shards={shards}", "train.epochs=3").train)
+        for epoch in range(3):
+            planned = [r for r in schedule if r.epoch == epoch]
+            stages = 1 + sum(r.groups + 1 for r in planned)  # one model load, then pairs and phases
+            assert stages <= 2 * shards + 10, (shards, epoch, stages)
+            assert np.isclose(sum(r.progress_span for r in planned), 1.0)  # the epoch's sentences, once each
 
-    def __init__(self, value):
-        self.value = value
 
+# --- the executor task, outside Spark -------------------------------------------------------------------
 
-def small_round(rng, vocab=60, dim=8, shards=3):
-    """Sentences of two source shards, the halves of a random model, and a plan."""
+def small_round(rng, vocab=60, dim=8, shards=3, sources=2):
+    """Sentences of `sources` batches, the rows of a random model as records, and a round plan."""
     counts = np.sort(rng.integers(5, 500, vocab))[::-1].astype(np.float64)
-    sources = [pa.table({
-        "shard_key": pa.array([source] * 20, pa.int32()), "shard": pa.array([source] * 20, pa.int32()),
+    batches = [pa.table({
         "sentence_key": pa.array(rng.permutation(20).astype(np.int64) + 100 * source),
         "ids": pa.array([rng.integers(0, vocab, 30).astype(np.int32).tolist() for _ in range(20)],
                         pa.list_(pa.int32())),
-    }) for source in range(2)]
-    vectors = rng.normal(0, 0.1, (2 * vocab, dim)).astype(np.float32)
-    halves = pa.table({
-        "id": pa.array(np.tile(np.arange(vocab, dtype=np.int32), 2)),
-        "group": pa.array(np.tile(word_groups(np.arange(vocab), shards), 2)),
-        "side": pa.array(np.repeat([INPUT_SIDE, OUTPUT_SIDE], vocab).astype(np.int32)),
-        "vector": matrix_to_binary(vectors),
-    })
+    }) for source in range(sources)]
+    vectors = {side: rng.normal(0, 0.1, (vocab, dim)).astype(np.float32) for side in (INPUT_SIDE, OUTPUT_SIDE)}
     noise = counts**0.75 / (counts**0.75).sum()
-    settings = TrainSettings(dim=dim, num_shards=shards, cycles_per_round=2)
-    plan = RoundPlan(settings, 0, 1, 0, 0, Broadcast(np.full(vocab, 0.9)),
-                     Broadcast(noise), noise_scales(counts * 0.9, noise, shards), (70, 71, 72),
-                     0.0, 600.0, 2400.0)
-    return sources, halves, plan
+    settings = make_config(f"train.dim={dim}", f"train.num_shards={shards}").train
+    plan = RoundPlan(settings, epoch=0, number=2, groups=shards, progress_start=0.05, progress_span=0.3)
+    return batches, vectors, noise, noise_scales(counts * 0.9, noise, shards), plan
 
 
-def owned_rows(halves, group, stratum, shards):
-    """The halves the task of `group` owns in `stratum`: its input rows and its output group's rows."""
-    owner = (halves.column("group").to_numpy() - halves.column("side").to_numpy() * stratum) % shards
-    return halves.filter(pa.array(owner == group))
+def owned_records(vectors, task, phase, shards):
+    """The Rows a task owns in a phase: the input rows of its group and the output rows of its group + phase."""
+    records = []
+    for side, matrix in vectors.items():
+        ids = np.arange(len(matrix))
+        group = word_groups(ids, shards)
+        for value in range(shards):
+            if owner_task(value, side, phase, shards) == task:
+                chosen = np.flatnonzero(group == value)
+                records.append(Rows(side, value, chosen.astype(np.int32), matrix[chosen]))
+    return records
 
 
-def test_blocks_of_a_stratum_own_disjoint_rows_and_together_all_of_them():
+def all_pairs(batches, plan):
+    keep = np.full(60, 0.9)
+    return [keyed for number, batch in enumerate(batches) for keyed in source_pairs(batch, number, plan, keep)]
+
+
+def test_source_pairs_go_to_the_task_of_their_context_group_and_their_stratum_matches():
+    batches, _, _, _, plan = small_round(np.random.default_rng(3))
+    found = all_pairs(batches, plan)
+    assert sum(part.center_ids.size for _, part in found) > 1000
+    for task, part in found:
+        contexts = np.repeat(part.context_ids, part.context_pairs)
+        assert (word_groups(part.context_ids, plan.groups) == task).all()
+        assert (pair_strata(word_groups(contexts, 3), word_groups(part.center_ids, 3), 3) == part.stratum).all()
+
+
+def test_blocks_of_a_phase_own_disjoint_rows_and_together_all_of_them():
     rng = np.random.default_rng(0)
     shards = 3
-    sources, halves, plan = small_round(rng, shards=shards)
-    blocks = pa.concat_tables([stratified_pairs(source, plan) for source in sources])
-    assert sum(len(ids) for ids in blocks.column("center_ids").to_pylist()) > 1000
-    for stratum in range(shards):
+    batches, vectors, noise, scale, plan = small_round(rng, shards=shards)
+    found = all_pairs(batches, plan)
+    for phase in range(shards):
+        phase_plan = PhasePlan(plan, phase, shards, (phase + 1) % shards)
         emitted = []
-        for group in range(shards):
-            mine = blocks.filter(pa.array((blocks.column("cycle").to_numpy() == 0)
-                                          & (blocks.column("stratum").to_numpy() == stratum)
-                                          & (blocks.column("task_key").to_numpy() == plan.task_keys[group])))
-            rows = owned_rows(halves, group, stratum, shards)
-            result = train_block(mine, rows, dataclasses.replace(plan, cycle=0, stratum=stratum))
-            result = result.filter(pa.array(result.column("id").to_numpy() != STATISTICS_ROW_ID))
-            # the block's pairs only read rows the task owns: contexts of its group, centers of the other
-            for ids, side in (("context_ids", INPUT_SIDE), ("center_ids", OUTPUT_SIDE)):
-                words = np.concatenate([np.asarray(x, dtype=np.int64) for x in mine.column(ids).to_pylist()] + [[]])
-                owned = rows.filter(pa.array(rows.column("side").to_numpy() == side)).column("id").to_numpy()
-                assert np.isin(words, owned).all()
-            assert result.num_rows == rows.num_rows
-            emitted.append(result)
-        union = pa.concat_tables(emitted)
-        keys = union.column("id").to_numpy() * 2 + union.column("side").to_numpy()
-        np.testing.assert_array_equal(np.sort(keys), np.arange(halves.num_rows))  # each half once
-        changed = ~np.isclose(binary_to_matrix(union.sort_by([("side", "ascending"), ("id", "ascending")])
-                                               .column("vector"), 8),
-                              binary_to_matrix(halves.column("vector"), 8)).all(axis=1)
-        assert changed.sum() > halves.num_rows // 2  # most rows trained in every stratum
+        for task in range(shards):
+            mine = [part for owner, part in found if owner == task]
+            records = owned_records(vectors, task, phase, shards)
+            used = [part for part in mine if part.stratum == phase]
+            # the block's pairs only read rows the task owns: contexts of its group, centers of its output group
+            owned = {side: np.concatenate([r.ids for r in records if r.side == side]) for side in (0, 1)}
+            assert all(np.isin(part.context_ids, owned[INPUT_SIDE]).all() for part in used)
+            assert all(np.isin(part.center_ids, owned[OUTPUT_SIDE]).all() for part in used)
+            keyed, statistics = train_phase(task, [*records, *mine], phase_plan, noise, scale)
+            assert statistics.pairs == sum(part.center_ids.size for part in used) > 0
+            for owner, chunk in keyed:  # each row goes to its owner in the next phase
+                next_owner = owner_task(word_groups(chunk.ids, shards), chunk.side, (phase + 1) % shards, shards)
+                assert (next_owner == owner).all()
+            emitted += [chunk for _, chunk in keyed]
+        keys = np.concatenate([chunk.ids.astype(np.int64) * 2 + chunk.side for chunk in emitted])
+        np.testing.assert_array_equal(np.sort(keys), np.arange(2 * 60))  # each row of each side exactly once
+        trained = {side: np.zeros_like(matrix) for side, matrix in vectors.items()}
+        for chunk in emitted:
+            trained[chunk.side][chunk.ids] = chunk.vectors
+        changed = ~np.isclose(trained[INPUT_SIDE], vectors[INPUT_SIDE]).all(axis=1)
+        assert changed.sum() > 30  # most input rows trained in every phase
+        vectors = trained
 
 
-def test_a_source_without_pairs_gives_no_blocks_and_its_task_passes_rows_through():
-    rng = np.random.default_rng(2)
-    _, halves, plan = small_round(rng, shards=2)
-    single_words = pa.table({  # one-word sentences: no (context, center) pair at all
-        "shard_key": pa.array([70] * 3, pa.int32()), "shard": pa.array([0] * 3, pa.int32()),
-        "sentence_key": pa.array([3, 1, 2], pa.int64()), "ids": pa.array([[4], [7], [9]], pa.list_(pa.int32())),
-    })
-    blocks = stratified_pairs(single_words, plan)
-    assert blocks.num_rows == 0 and blocks.schema == shard.PAIRS_SCHEMA
-    rows = owned_rows(halves, 0, 0, 2)
-    result = train_block(blocks, rows, plan)
-    assert result.column("pairs")[-1].as_py() == 0
-    trained = result.filter(pa.array(result.column("id").to_numpy() != STATISTICS_ROW_ID))
-    expected = rows.sort_by([("side", "ascending"), ("id", "ascending")])
-    assert trained.select(["id", "side", "vector"]).equals(expected.select(["id", "side", "vector"]))
+def test_a_task_without_pairs_passes_its_rows_through_unchanged():
+    _, vectors, noise, scale, plan = small_round(np.random.default_rng(2), shards=2)
+    records = owned_records(vectors, 0, 0, 2)
+    keyed, statistics = train_phase(0, records, PhasePlan(plan, 0, 2, 1), noise, scale)
+    assert statistics.pairs == 0 and statistics.loss == 0.0
+    for _, chunk in keyed:
+        np.testing.assert_array_equal(chunk.vectors, vectors[chunk.side][chunk.ids])
 
 
 def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_parts(monkeypatch):
     rng = np.random.default_rng(1)
-    sources, halves, plan = small_round(rng, shards=2)
-    pairs = [stratified_pairs(source, plan) for source in sources]
-    again = [stratified_pairs(source.take(rng.permutation(source.num_rows)), plan) for source in sources]
-    assert all(first.equals(second) for first, second in zip(pairs, again, strict=True))
-    blocks = pa.concat_tables(pairs)
-    mine = blocks.filter(pa.array((blocks.column("cycle").to_numpy() == 1)
-                                  & (blocks.column("stratum").to_numpy() == 1)
-                                  & (blocks.column("task_key").to_numpy() == plan.task_keys[0])))
-    rows = owned_rows(halves, 0, 1, 2)
-    plan = dataclasses.replace(plan, cycle=1, stratum=1)
-    first = train_block(mine, rows, plan)
-    retried = train_block(mine.take(rng.permutation(mine.num_rows)), rows.take(rng.permutation(rows.num_rows)),
-                          plan)
-    # every row identical; only the worker's own peak memory in the statistics row may differ
-    process_columns = ["worker_peak_rss_mib", "worker_python"]
-    assert first.drop_columns(process_columns).equals(retried.drop_columns(process_columns))
-    monkeypatch.setattr(shard, "MAX_ROW_PAIRS", 37)  # blocks cut into many parts
-    parts = pa.concat_tables([shard.stratified_pairs(source, plan) for source in sources])
-    mine_in_parts = parts.filter(pa.array((parts.column("cycle").to_numpy() == 1)
-                                          & (parts.column("stratum").to_numpy() == 1)
-                                          & (parts.column("task_key").to_numpy() == plan.task_keys[0])))
-    assert mine_in_parts.num_rows > 2 * mine.num_rows
-    in_parts = train_block(mine_in_parts.take(rng.permutation(mine_in_parts.num_rows)), rows, plan)
-    assert first.drop_columns(process_columns).equals(in_parts.drop_columns(process_columns))
-    assert first.column("id").to_pylist()[-1] == STATISTICS_ROW_ID
-    assert first.column("pairs")[-1].as_py() == sum(len(ids) for ids in mine.column("center_ids").to_pylist())
+    batches, vectors, noise, scale, plan = small_round(rng, shards=2)
+    found = all_pairs(batches, plan)
+    again = all_pairs([batch.take(rng.permutation(batch.num_rows)) for batch in batches], plan)
+    assert len(found) == len(again) and all(
+        first == second and all(np.array_equal(a, b) for a, b in zip(p[3:], q[3:], strict=True))
+        for (first, p), (second, q) in zip(found, again, strict=True))
+    phase_plan = PhasePlan(plan, 1, 2, 0)
+    records = [*owned_records(vectors, 0, 1, 2), *(part for owner, part in found if owner == 0)]
+    first, _ = train_phase(0, records, phase_plan, noise, scale)
+    shuffled = [records[index] for index in rng.permutation(len(records))]
+    retried, _ = train_phase(0, shuffled, phase_plan, noise, scale)
+    monkeypatch.setattr(task_module, "MAX_PART_PAIRS", 37)  # blocks cut into many parts
+    parts = [part for owner, part in all_pairs(batches, plan) if owner == 0]
+    assert len(parts) > 2 * sum(1 for owner, _ in found if owner == 0)
+    in_parts, _ = train_phase(0, [*owned_records(vectors, 0, 1, 2), *parts[::-1]], phase_plan, noise,
+                              scale)
+    for other in (retried, in_parts):
+        assert [(owner, chunk.side, chunk.group) for owner, chunk in other] == [
+            (owner, chunk.side, chunk.group) for owner, chunk in first]
+        for (_, chunk), (_, expected) in zip(other, first, strict=True):
+            np.testing.assert_array_equal(chunk.ids, expected.ids)
+            np.testing.assert_array_equal(chunk.vectors, expected.vectors)
+
+
+def test_phase_learning_rate_decays_linearly_over_the_schedule_and_is_floored():
+    _, _, _, _, plan = small_round(np.random.default_rng(0), shards=2)
+    settings = dataclasses.replace(plan.settings, epochs=1)
+    plan = dataclasses.replace(plan, settings=settings, progress_start=0.5, progress_span=0.5)
+    assert PhasePlan(plan, 0, 2, 1).learning_rate(0.0) == pytest.approx(0.025 * 0.5)
+    assert PhasePlan(plan, 1, 2, 0).learning_rate(0.5) == pytest.approx(0.025 * (1 - 0.5 - 0.5 * 0.75))
+    assert PhasePlan(plan, 1, 2, 0).learning_rate(1.0) == pytest.approx(0.025 * 1e-4)

@@ -32,7 +32,6 @@ import numpy as np
 
 SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
-import os  # experiment
 
 MAX_CURVATURE_STEP = np.float32(1.0)  # bound on rate x a row's summed curvature; see curvature_step_limit
 GRADIENT_SHARE = np.float32(0.5)  # share of each slot's |gradient| counted as curvature; see curvature_step_limit

@@ -1,0 +1,54 @@
+"""Every path of a run root, in one place (run-root format 2). Plain names only: the query CLI
+imports this without Spark.
+
+    <root>/vocab/                            word, id, count, keep_prob, noise_weight
+    <root>/corpus/                           sentence_key, ids
+    <root>/model/round=NNNNNN/side=input/    id int, vector array<float>   (w_in, word2vec.c's syn0)
+    <root>/model/round=NNNNNN/side=output/   id int, vector array<float>   (w_out, syn1neg)
+    <root>/model/_LATEST                     the newest complete round, moved after it is written
+    <root>/export/version=NNNNNN/            a published version (see sgns_spark.export)
+    <root>/export/_LATEST                    the newest complete version
+    <root>/reports/<stage>.json              each stage's report, written last
+    <root>/_staging/                         work in progress, renamed into place when complete
+    <root>/_LOCK                             the live run holding the root (sgns_spark.lock)
+"""
+
+RUN_ROOT_FORMAT = 2  # 2: model rounds store each side as its own rows
+PUBLISHED_FORMAT = 1  # a published version's files and manifest
+VOCAB_DIRECTORY = "vocab"
+CORPUS_DIRECTORY = "corpus"
+REPORTS_DIRECTORY = "reports"
+MODEL_DIRECTORY = "model"
+EXPORT_DIRECTORY = "export"
+STAGING_DIRECTORY = "_staging"
+LATEST_NAME = "_LATEST"
+LOCK_FILE = "_LOCK"
+MODEL_LATEST = f"{MODEL_DIRECTORY}/{LATEST_NAME}"
+EXPORT_LATEST = f"{EXPORT_DIRECTORY}/{LATEST_NAME}"
+ROUND_PREFIX, VERSION_PREFIX = "round=", "version="
+SIDE_COLUMN = "side"
+SIDE_NAMES = ("input", "output")  # the values of the side partition column, by side number
+PARQUET_NAME = "vectors.parquet"  # the files of a published version
+TEXT_NAME = "vectors.txt"
+BINARY_NAME = "vectors.bin"
+MANIFEST_NAME = "manifest.json"
+
+
+def report_path(stage: str) -> str:
+    """Relative path of a stage's run report."""
+    return f"{REPORTS_DIRECTORY}/{stage}.json"
+
+
+def round_directory(model_round: int) -> str:
+    """Relative path of a model round."""
+    return f"{MODEL_DIRECTORY}/{ROUND_PREFIX}{model_round:06d}"
+
+
+def version_directory(version: int) -> str:
+    """Relative path of a published version."""
+    return f"{EXPORT_DIRECTORY}/{VERSION_PREFIX}{version:06d}"
+
+
+def numbered(names: list[str], prefix: str) -> list[int]:
+    """The numbers of the entries named ``<prefix>NNNNNN`` among `names`, ascending."""
+    return sorted(int(name[len(prefix):]) for name in names if name.startswith(prefix))

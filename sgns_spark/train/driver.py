@@ -1,0 +1,256 @@
+"""Driver side of training: the schedule's rounds as Spark jobs, one job per committed version.
+
+A job loads the newest committed round (or the initialisation), then for each of its rounds
+lists the round's pairs (one stage, persisted) and runs the round's phases, one stage each:
+every task trains its block and sends each row to the task that owns it next. Rows move only
+through Spark's shuffle, so a lost executor's share is recomputed from lineage, back to the
+job's start at worst, and seeded draws make the recomputed rows identical. The job's action
+writes the last phase's rows as the next model version; ``_LATEST`` moves only after it is
+complete. The driver holds vocabulary-sized arrays (keep and noise probabilities), never rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark import RDD, AccumulatorParam, TaskContext
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
+
+from sgns_spark.arrow import spark_schema
+from sgns_spark.config import Config
+from sgns_spark.errors import UserError
+from sgns_spark.layout import CORPUS_DIRECTORY, MODEL_DIRECTORY, VOCAB_DIRECTORY, report_path
+from sgns_spark.spark_metrics import job_group_metrics
+from sgns_spark.stages import StageReport, completed_report
+from sgns_spark.storage import Storage
+from sgns_spark.train.model_store import (
+    commit_round,
+    committed_rows,
+    initial_rows,
+    persisted,
+    read_latest,
+    shuffle_rows,
+    task_partition,
+    write_rows,
+)
+from sgns_spark.train.schedule import Round, noise_scales, rounds
+from sgns_spark.train.task import SOURCE_SHIFT, Pairs, PhasePlan, PhaseStatistics, RoundPlan, source_pairs, train_phase
+
+POSITION_SALT = 1  # keeps a sentence's round independent of other hashes of its key
+POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a double
+JOB_GROUP_PREFIX = "sgns-spark-train-"
+JOB_GROUP_PROPERTY = "spark.jobGroup.id"
+SHUFFLE_KINDS = {"rows": "model_store.py", "pairs": "driver.py"}  # the module whose call names a stage
+PAIRS_SCHEMA = pa.schema([
+    ("task", pa.int32()), ("stratum", pa.int32()), ("source", pa.int64()), ("part", pa.int32()),
+    ("context_ids", pa.binary()), ("context_pairs", pa.binary()), ("center_ids", pa.binary()),
+])
+
+
+class StatisticsParam(AccumulatorParam):
+    """Sums `PhaseStatistics` from the tasks (a retried task may count twice; only reports use it)."""
+
+    def zero(self, value: PhaseStatistics) -> PhaseStatistics:
+        return PhaseStatistics()
+
+    def addInPlace(self, first: PhaseStatistics, second: PhaseStatistics) -> PhaseStatistics:  # noqa: N802
+        return first.add(second)
+
+
+def sentence_position(seed: int) -> Column:
+    """Each sentence's hash position in [0, 1), the same in every epoch (`Round.low`, `Round.high`)."""
+    hashed = F.pmod(F.xxhash64("sentence_key", F.lit(seed + POSITION_SALT)), F.lit(POSITION_RESOLUTION))
+    return hashed / F.lit(float(POSITION_RESOLUTION))
+
+
+def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> dict:
+    """Train from the newest committed round (or the initialisation) to the end of the schedule.
+
+    Returns
+    -------
+    dict
+        The stage's run report.
+    """
+    if not storage.exists(report_path("vocab")):
+        raise UserError(f"run root {storage.root} has no vocabulary; run the vocab stage first")
+    vocab_report = storage.read_json(report_path("vocab"))
+    settings = {**config.prefixed("train", leave_out=("restart",)), "vocab": vocab_report["settings"]}
+    if config.train.restart:
+        storage.delete(MODEL_DIRECTORY)
+        storage.delete(report_path("train"))
+    done = completed_report(storage, "train", settings)
+    if done is not None:
+        print(f"[train] already done in {storage.root}; skipping", flush=True)
+        return done
+    storage.clear_staging()
+    report = StageReport("train", settings)
+    Trainer(spark, config, storage, vocab_report, settings).run(report)
+    document = report.document()
+    storage.write_json(report_path("train"), document)
+    return document
+
+
+class Trainer:
+    """The driver's state across jobs: vocabulary arrays, the corpus, the schedule."""
+
+    def __init__(self, spark: SparkSession, config: Config, storage: Storage, vocab_report: dict, settings: dict):
+        self.spark, self.config, self.storage, self.settings = spark, config, storage, settings
+        train = config.train
+        columns = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).orderBy("id").select(
+            "count", "keep_prob", "noise_weight").toArrow()
+        keep_probability = columns.column("keep_prob").to_numpy()
+        noise_weights = columns.column("noise_weight").to_numpy()
+        kept_counts = columns.column("count").to_numpy().astype(np.float64) * keep_probability
+        self.vocab_size = columns.num_rows
+        self.corpus_words = int(vocab_report["counts"]["retained_tokens"])
+        self.schedule = rounds(train)
+        context = spark.sparkContext
+        self.keep_probability = context.broadcast(keep_probability)
+        self.noise_weights = context.broadcast(noise_weights)
+        self.noise_scales = {groups: noise_scales(kept_counts, noise_weights, groups)
+                             for groups in {planned.groups for planned in self.schedule}}
+        corpus = spark.read.parquet(storage.path(CORPUS_DIRECTORY))
+        self.corpus = corpus.select("sentence_key", "ids", sentence_position(train.seed).alias("position"))
+
+    def run(self, report: StageReport) -> None:
+        """Train every round not yet committed, one Spark job per committed version."""
+        latest = read_latest(self.storage)
+        if latest is not None and latest["settings"] != self.settings:
+            raise UserError(
+                f"run root {self.storage.root} holds model rounds trained with other settings; "
+                "set train.restart=true to start over, or use a new output root"
+            )
+        resumed_from = latest["round"] if latest else 0
+        done, totals = resumed_from, PhaseStatistics()
+        words = 0
+        group = f"{JOB_GROUP_PREFIX}{uuid.uuid4().hex}"
+        self.spark.sparkContext.setJobGroup(group, "sgns-spark train")
+        started = time.perf_counter()
+        try:
+            while done < len(self.schedule):
+                job = self.next_job(done)
+                totals = totals.add(self.train_job(job, done))
+                words += round(self.words(job))
+                done += len(job)
+        finally:
+            self.spark.sparkContext.setLocalProperty(JOB_GROUP_PROPERTY, None)
+        elapsed = time.perf_counter() - started
+        report.counts = {
+            "vocab_size": self.vocab_size, "rounds": len(self.schedule), "resumed_from_round": resumed_from,
+            "trained_words": words, "pairs": totals.pairs, "mean_loss": totals.loss / max(totals.pairs, 1),
+            "words_per_second": words / elapsed if elapsed else 0.0,
+            "worker_peak_rss_mib": round(totals.worker_peak_rss_mib, 1), "worker_python": totals.worker_python,
+            **(job_group_metrics(self.spark, group, SHUFFLE_KINDS) or {}),
+        }
+        report.step("train")
+
+    def next_job(self, done: int) -> list[Round]:
+        """The rounds after the first `done` up to the one that passes ``commit_words`` words."""
+        job = []
+        for planned in self.schedule[done:]:
+            job.append(planned)
+            if self.words(job) >= self.config.train.commit_words:
+                break
+        return job
+
+    def words(self, job: list[Round]) -> float:
+        """The expected corpus words of some rounds."""
+        return sum(planned.progress_span for planned in job) * self.corpus_words
+
+    def round_plan(self, planned: Round) -> RoundPlan:
+        return RoundPlan(self.config.train, planned.epoch, planned.number, planned.groups,
+                         planned.progress_start, planned.progress_span)
+
+    def train_job(self, job: list[Round], done: int) -> PhaseStatistics:
+        """Train `job`'s rounds in one Spark job and commit the last as the newest version."""
+        train = self.config.train
+        started = time.perf_counter()
+        first = job[0]
+        self.spark.sparkContext.setJobDescription(
+            f"sgns-spark train rounds {first.number}-{job[-1].number} of {len(self.schedule)}")
+        if done == 0:
+            rows = initial_rows(self.spark, self.vocab_size, train.dim, train.seed, first.groups, 0)
+        else:
+            rows = committed_rows(self.spark, self.storage, done, train.dim, first.groups, 0)
+        statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
+        kept = []
+        for planned in job:
+            plan = self.round_plan(planned)
+            pairs = persisted(self.round_pairs(plan, planned))
+            kept.append(pairs)
+            following = self.schedule[planned.number] if planned.number < len(self.schedule) else planned
+            for phase in range(planned.groups):
+                ends_job = planned is job[-1] and phase == planned.groups - 1
+                successor = (planned.groups, phase + 1) if phase + 1 < planned.groups else (following.groups, 0)
+                phase_plan = PhasePlan(plan, phase, *successor)
+                trained = pairs.union(rows).mapPartitionsWithIndex(functools.partial(
+                    train_partition, plan=phase_plan, noise_weights=self.noise_weights,
+                    noise_scale=self.noise_scales[planned.groups], statistics=statistics))
+                rows = trained if ends_job else shuffle_rows(trained, successor[0])
+        staged = self.storage.staging_path(f"round-{job[-1].number:06d}")
+        write_rows(self.spark, rows, self.storage.path(staged), train.dim)
+        for pairs in kept:
+            pairs.unpersist()
+        result = statistics.value
+        description = f"rounds {first.number}-{job[-1].number} of {len(self.schedule)}"
+        if not math.isfinite(result.loss):
+            self.storage.delete(staged)
+            raise UserError(
+                f"training diverged in {description}: the loss is not finite; lower train.learning_rate "
+                f"(now {train.learning_rate}); model round {done} stays the latest"
+            )
+        last = job[-1]
+        commit_round(self.storage, staged, {"round": last.number, "epoch": last.epoch,
+                                            "round_in_epoch": last.index, "settings": self.settings},
+                     train.keep_rounds)
+        seconds = time.perf_counter() - started
+        words = self.words(job)
+        print(f"[train] {description} (epoch {last.epoch + 1}/{train.epochs}): {words:,.0f} words in "
+              f"{seconds:.1f} s ({words / seconds:,.0f} words/s), loss {result.loss / max(result.pairs, 1):.4f}, "
+              f"committed round {last.number}", flush=True)
+        return result
+
+    def round_pairs(self, plan: RoundPlan, planned: Round) -> RDD:
+        """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""
+        position = F.col("position")
+        sentences = self.corpus.where((position >= planned.low) & (position < planned.high))
+        parts = sentences.select("sentence_key", "ids").mapInArrow(
+            functools.partial(pairs_batches, plan=plan, keep_probability=self.keep_probability),
+            spark_schema(PAIRS_SCHEMA))
+        records = parts.rdd.map(lambda row: (row["task"], Pairs(
+            row["stratum"], row["source"], row["part"], np.frombuffer(row["context_ids"], np.int32),
+            np.frombuffer(row["context_pairs"], np.int32), np.frombuffer(row["center_ids"], np.int32))))
+        return records.partitionBy(planned.groups, task_partition)
+
+
+def pairs_batches(batches: Iterator[pa.RecordBatch], plan: RoundPlan, keep_probability) -> Iterator[pa.RecordBatch]:
+    """Executor side of `Trainer.round_pairs`: each batch of sentences is a source of pairs."""
+    partition = TaskContext.get().partitionId()
+    keep = keep_probability.value
+    for number, batch in enumerate(batches):
+        found = list(source_pairs(pa.Table.from_batches([batch]), (partition << SOURCE_SHIFT) | number, plan, keep))
+        if found:
+            yield pa.RecordBatch.from_pydict({
+                "task": pa.array([task for task, _ in found], pa.int32()),
+                "stratum": pa.array([part.stratum for _, part in found], pa.int32()),
+                "source": pa.array([part.source for _, part in found], pa.int64()),
+                "part": pa.array([part.part for _, part in found], pa.int32()),
+                **{name: pa.array([getattr(part, name).tobytes() for _, part in found], pa.binary())
+                   for name in ("context_ids", "context_pairs", "center_ids")},
+            }, schema=PAIRS_SCHEMA)
+
+
+def train_partition(task: int, records: Iterator, plan: PhasePlan, noise_weights, noise_scale: np.ndarray,
+                    statistics) -> Iterator:
+    """Executor side of a phase: unwrap the broadcast, train the task's block, report."""
+    keyed, result = train_phase(task, (record for _, record in records), plan, noise_weights.value, noise_scale)
+    statistics.add(result)
+    return iter(keyed)
+

@@ -1,0 +1,260 @@
+"""Executor side of training: a round's pairs cut into blocks, and local SGD on one block.
+
+Pure functions of Arrow tables, numpy arrays and small frozen plans; no Spark objects (the
+driver unwraps broadcasts before calling them). Records travel between tasks as tuples:
+
+* ``Rows(side, group, ids, vectors)``: some rows of one side of one word group;
+* ``Pairs(stratum, source, part, context_ids, context_pairs, center_ids)``: one part of the
+  block of (stratum, context group) from one source batch, context positions in corpus order.
+
+Every draw comes from a generator keyed by the schedule position (seed, epoch, round, stream,
+index), and records are sorted before use, so a retried task produces identical rows.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from sgns_spark.arrow import list_lengths
+from sgns_spark.config import TrainSettings
+from sgns_spark.memory import peak_rss_mib
+from sgns_spark.train.kernel import sgns_step
+from sgns_spark.train.sampling import (
+    NOISE_STREAM,
+    SUBSAMPLE_STREAM,
+    WINDOW_STREAM,
+    NoiseSampler,
+    run_start_flags,
+    seeded_generator,
+    skipgram_pairs,
+)
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, pair_strata, word_groups
+
+MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2 GB
+MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
+LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
+SOURCE_SHIFT = 24  # source = scan partition << 24 | batch number within it
+
+
+class Rows(NamedTuple):
+    side: int
+    group: int
+    ids: np.ndarray  # (n,) int32, ascending
+    vectors: np.ndarray  # (n, dim) float32
+
+
+class Pairs(NamedTuple):
+    stratum: int
+    source: int
+    part: int
+    context_ids: np.ndarray  # (units,) int32: the input word of each context position
+    context_pairs: np.ndarray  # (units,) int32: its number of pairs
+    center_ids: np.ndarray  # (pairs,) int32: the output word of each pair, unit after unit
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What every task of one round needs: the settings and the round's place in the schedule."""
+
+    settings: TrainSettings
+    epoch: int
+    number: int  # the round's number in the run (1 = first)
+    groups: int
+    progress_start: float  # words trained before the round, in epochs
+    progress_span: float
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase of a round, and where its rows go next (the next phase may be the next round's)."""
+
+    round: RoundPlan
+    phase: int
+    next_groups: int
+    next_phase: int
+
+    def learning_rate(self, fraction_of_phase: float) -> float:
+        """Linear decay on the global (expected) word count, floored (word2vec.c)."""
+        settings = self.round.settings
+        share = (self.phase + fraction_of_phase) / self.round.groups  # of the round
+        progress = self.round.progress_start + self.round.progress_span * share
+        ratio = max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
+        return settings.learning_rate * ratio
+
+
+def sentence_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens in sentence-key order (never arrival order), and each token's sentence.
+
+    Returns ``(tokens,) int32`` word ids and ``(tokens,) int64`` sentence indices.
+    """
+    order = np.argsort(sentences.column("sentence_key").to_numpy(), kind="stable")
+    ids_column = sentences.column("ids").combine_chunks().take(pa.array(order))
+    lengths = list_lengths(ids_column)  # (sentences,)
+    word_ids = ids_column.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+    return word_ids, np.repeat(np.arange(lengths.size), lengths)
+
+
+def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probability: np.ndarray
+                 ) -> Iterator[tuple[int, Pairs]]:
+    """One source batch's pairs of the round, as ``(task, Pairs)`` of each non-empty block part.
+
+    Parameters
+    ----------
+    sentences : pyarrow.Table
+        ``sentence_key long, ids array<int>``: some of the round's sentences.
+    source : int
+        The batch's number, unique within the round (`SOURCE_SHIFT`).
+    """
+    settings, groups = plan.settings, plan.groups
+    word_ids, sentence_index = sentence_tokens(sentences)
+    key = (settings.seed, plan.epoch, plan.number)
+    pairs = skipgram_pairs(word_ids, sentence_index, keep_probability, settings.window,
+                           seeded_generator(*key, SUBSAMPLE_STREAM, source),
+                           seeded_generator(*key, WINDOW_STREAM, source))
+    context_group = word_groups(pairs.context_ids, groups)  # (pairs,)
+    stratum = pair_strata(context_group, word_groups(pairs.center_ids, groups), groups)  # (pairs,)
+    block = stratum.astype(np.int64) * groups + context_group  # (pairs,)
+    order = np.argsort(block, kind="stable")  # within a block, pairs stay in context-position order
+    block, position = block[order], pairs.context_position[order]  # (pairs,) each
+    unit_start = np.flatnonzero(run_start_flags(block, position))  # (units,)
+    unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
+    unit_block = block[unit_start]  # (units,)
+    context_ids, center_ids = pairs.context_ids[order], pairs.center_ids[order]
+    # a block is cut into parts of at most MAX_PART_PAIRS pairs, between units
+    block_start = np.flatnonzero(run_start_flags(unit_block))  # (blocks,) first unit of each block
+    for first, stop in zip(block_start, np.r_[block_start[1:], unit_block.size], strict=True):
+        pairs_before = np.cumsum(unit_pairs[first:stop]) - unit_pairs[first:stop]  # (block units,)
+        part_of_unit = pairs_before // MAX_PART_PAIRS
+        for part in np.unique(part_of_unit):
+            units = first + np.flatnonzero(part_of_unit == part)  # (part units,)
+            pair_from = unit_start[units[0]]
+            pair_to = unit_start[units[-1]] + unit_pairs[units[-1]]
+            stratum_of_block, task = divmod(int(unit_block[first]), groups)
+            yield task, Pairs(stratum_of_block, source, int(part), context_ids[unit_start[units]],
+                              unit_pairs[units].astype(np.int32), center_ids[pair_from:pair_to])
+
+
+@dataclass(frozen=True)
+class LocalRows:
+    """One side of a task's rows: sorted ids, their vectors, and a lookup."""
+
+    ids: np.ndarray  # (local,) int64, ascending
+    vectors: np.ndarray  # (local, dim) float32
+    row_of_id: np.ndarray  # (vocab,) int64 local row of each id (0 where absent)
+
+
+def local_rows(chunks: list[Rows], dim: int, vocab_size: int) -> LocalRows:
+    """A side's rows in id order, whatever order their chunks arrived in."""
+    chunks = sorted(chunks, key=lambda chunk: int(chunk.ids[0]) if chunk.ids.size else -1)
+    ids = np.concatenate([chunk.ids for chunk in chunks] + [np.zeros(0, np.int32)]).astype(np.int64)
+    vectors = np.concatenate([chunk.vectors for chunk in chunks] + [np.zeros((0, dim), np.float32)])
+    order = np.argsort(ids, kind="stable")
+    row_of_id = np.zeros(vocab_size, dtype=np.int64)
+    row_of_id[ids[order]] = np.arange(ids.size)
+    return LocalRows(ids[order], np.ascontiguousarray(vectors[order]), row_of_id)
+
+
+@dataclass
+class PhaseStatistics:
+    """What a phase's tasks report to the driver (summed by an accumulator)."""
+
+    loss: float = 0.0
+    pairs: int = 0
+    worker_peak_rss_mib: float = 0.0
+    worker_python: str = ""
+
+    def add(self, other: PhaseStatistics) -> PhaseStatistics:
+        return PhaseStatistics(self.loss + other.loss, self.pairs + other.pairs,
+                               max(self.worker_peak_rss_mib, other.worker_peak_rss_mib),
+                               max(self.worker_python, other.worker_python))
+
+
+def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noise_weights: np.ndarray,
+                noise_scale: np.ndarray) -> tuple[list[tuple[int, Rows]], PhaseStatistics]:
+    """Local SGD over one task's block of a phase; return its rows keyed by their next owner.
+
+    Parameters
+    ----------
+    task : int
+        The task's number: its input group.
+    records : iterable of Rows and Pairs
+        The input rows of group `task`, the output rows of group `task` + phase, and the round's
+        pairs of this task (those of the phase's stratum are used).
+    noise_weights : numpy.ndarray
+        ``(vocab,)`` P_n of every word.
+    noise_scale : numpy.ndarray
+        ``(groups,)`` `sgns_spark.train.schedule.noise_scales` of the round.
+    """
+    settings = plan.round.settings
+    rows = {INPUT_SIDE: [], OUTPUT_SIDE: []}
+    parts = []
+    for record in records:
+        if isinstance(record, Rows):
+            rows[record.side].append(record)
+        elif record.stratum == plan.phase:
+            parts.append(record)
+    vocab_size = noise_weights.size
+    inputs = local_rows(rows[INPUT_SIDE], settings.dim, vocab_size)
+    outputs = local_rows(rows[OUTPUT_SIDE], settings.dim, vocab_size)
+    parts.sort(key=lambda part: (part.source, part.part))
+    loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task)
+    if not (np.isfinite(inputs.vectors).all() and np.isfinite(outputs.vectors).all()):
+        loss = float("nan")
+    keyed = [*next_owners(inputs, INPUT_SIDE, plan), *next_owners(outputs, OUTPUT_SIDE, plan)]
+    return keyed, PhaseStatistics(loss, pairs, peak_rss_mib(), sys.executable)
+
+
+def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan: PhasePlan,
+                noise_weights: np.ndarray, noise_scale: np.ndarray, task: int) -> tuple[float, int]:
+    """Minibatches of `batch_pairs` pairs over the block, in order; return the loss and pairs."""
+    settings = plan.round.settings
+    context_ids = np.concatenate([part.context_ids for part in parts] + [np.zeros(0, np.int32)])  # (units,)
+    context_pairs = np.concatenate([part.context_pairs for part in parts] + [np.zeros(0, np.int32)]).astype(np.int64)
+    center_ids = np.concatenate([part.center_ids for part in parts] + [np.zeros(0, np.int32)])  # (pairs,)
+    pairs = int(center_ids.size)
+    if not pairs:
+        return 0.0, 0
+    groups = plan.round.groups
+    noise_group = (task + plan.phase) % groups
+    # the output rows are every word of the output group, in id order: the noise candidates
+    noise = NoiseSampler(noise_weights[outputs.ids])
+    noise_weight = settings.negative / settings.noise_pool * noise_scale[noise_group]
+    unit_end = np.cumsum(context_pairs)  # (units,) pairs up to and including each unit
+    batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
+    batch_start = np.flatnonzero(run_start_flags(batch_of_unit))  # (batches,)
+    batch_stop = np.r_[batch_start[1:], context_ids.size]
+    generator = seeded_generator(settings.seed, plan.round.epoch, plan.round.number, NOISE_STREAM,
+                                 plan.phase * groups + task)
+    pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
+    unit_rows = inputs.row_of_id[context_ids]  # (units,)
+    center_rows = outputs.row_of_id[center_ids]  # (pairs,)
+    loss, sampled_pairs = 0.0, 0
+    for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
+        pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
+        with_loss = number % LOSS_SAMPLE_INTERVAL == 0
+        loss += sgns_step(
+            inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
+            center_rows[pair_first:pair_stop], pools[number], noise_weight,
+            plan.learning_rate(pair_first / pairs), with_loss,
+        )
+        sampled_pairs += pair_stop - pair_first if with_loss else 0
+    return loss * pairs / max(sampled_pairs, 1), pairs  # the sampled batches' loss, scaled to all pairs
+
+
+def next_owners(rows: LocalRows, side: int, plan: PhasePlan) -> Iterator[tuple[int, Rows]]:
+    """The rows in chunks of one next-phase group each, keyed by the task that owns them then."""
+    if rows.ids.size == 0:
+        return
+    group = word_groups(rows.ids, plan.next_groups)  # (local,)
+    for next_group in np.unique(group):
+        chosen = np.flatnonzero(group == next_group)
+        owner = int(owner_task(int(next_group), side, plan.next_phase, plan.next_groups))
+        for start in range(0, chosen.size, MAX_CHUNK_ROWS):
+            piece = chosen[start : start + MAX_CHUNK_ROWS]
+            yield owner, Rows(side, int(next_group), rows.ids[piece].astype(np.int32), rows.vectors[piece])
