@@ -45,7 +45,7 @@ def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_
                    limited=True):
     """Minibatch SGD written pair by pair: every gradient from the pre-step parameters, summed per
     row, and (if `limited`) each row's step limited so that rate x its summed
-    (s(1 - s) + GRADIENT_SHARE |gradient|) |x|^2 is at most 1.
+    max(s(1 - s), GRADIENT_SHARE |gradient|) |x|^2 is at most 1.
 
     Returns the new input and output vectors and the step factors of both (1 = not limited).
     """
@@ -62,7 +62,7 @@ def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_
             g = pair_weight * (label - probability)
             gradient_in[context] += g * u
             gradient_out[row] += g * v
-            sensitivity = pair_weight * (probability * (1 - probability) + GRADIENT_SHARE * abs(label - probability))
+            sensitivity = pair_weight * max(probability * (1 - probability), GRADIENT_SHARE * abs(label - probability))
             curvature_in[context] += sensitivity * (u @ u)
             curvature_out[row] += sensitivity * (v @ v)
     factors = []
