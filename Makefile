@@ -53,7 +53,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	@touch $@
 
-# Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim] [MODE=scaling|size]
+# Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim] [MODE=scaling|size|memory|retrain]
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --corpus $(BENCH_CORPUS) --epochs $(EPOCHS) --shards $(SHARDS) \
 		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick)

@@ -5,7 +5,7 @@ scored by the project's own evaluation code (DESIGN.md section 5). One JSON file
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
-                        [--quick] [--mode default|scaling|size|memory]
+                        [--quick] [--mode default|scaling|size|memory|retrain]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ QUICK_FRACTION = 0.1
 SCALING_SHARDS = (2, 8, 32, 64)
 SPARK_FIGURES = ("spark_stages", "shuffle_bytes", "shuffle_remote_bytes_read", "task_seconds", "critical_path_seconds")
 SIZE_FRACTIONS = (0.25, 0.5, 1.0)
+RETRAIN_FIRST_FRACTION = 0.5  # v1 trains on this first share of the corpus
+RETRAIN_RATES = (0.025, 0.01, 0.005)  # train.warm_start_learning_rate settings compared
 MASTER = "local[2]"
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
@@ -120,7 +122,7 @@ def run_measured(command: list[str]) -> float:
 
 
 def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
-             settings: dict = SETTINGS, stages: tuple[str, ...] = ()) -> dict:
+             settings: dict = SETTINGS, stages: tuple[str, ...] = (), extra: dict | None = None) -> dict:
     """The project's pipeline, timed per stage from its reports, scored from its manifest.
 
     With `stages` given, each of those stage jobs runs in its own process instead of
@@ -132,7 +134,7 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
         "spark.master": MASTER, "spark.driver_memory": "4g", "train.dim": settings["dim"],
         "train.window": settings["window"], "train.negative": settings["negative"],
         "vocab.sample": settings["sample"], "vocab.min_count": settings["min_count"],
-        "train.epochs": epochs, "train.num_shards": shards,
+        "train.epochs": epochs, "train.num_shards": shards, **(extra or {}),
     }
     evaluate = not stages
     if evaluate:
@@ -162,11 +164,51 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
            for kind, size in reports["train"]["counts"].get("shuffle_bytes_by_kind", {}).items()},
     }
     if evaluate:
-        manifest_path = json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:")
-        evaluation = json.loads((Path(manifest_path) / "manifest.json").read_text())["evaluation"]
+        version = published_version(root)
+        evaluation = json.loads((version / "manifest.json").read_text())["evaluation"]
         row.update(analogy=evaluation["analogy"]["accuracy"], analogy_coverage=evaluation["analogy"]["coverage"],
-                   ws353=evaluation["similarity"]["spearman"])
+                   ws353=evaluation["similarity"]["spearman"], version=str(version))
     return row
+
+
+def published_version(root: Path) -> Path:
+    """The newest published version directory of a run root."""
+    return Path(json.loads((root / "export" / "_LATEST").read_text())["path"].removeprefix("file:"))
+
+
+def run_retrain(fraction: float, source: Path, epochs: int, shards: int) -> list[dict]:
+    """v1 on the first half; then warm starts from v1 (one per learning rate) and a cold start on
+    the whole corpus, each with its drift from v1."""
+    half, half_words = prepare_corpus(source, RETRAIN_FIRST_FRACTION * fraction)
+    corpus, words = prepare_corpus(source, fraction)
+    first = {**run_ours(half, half_words, epochs, shards, "retrain-v1"), "run": "v1"}
+    parent = RESULTS / "runs" / "retrain-v1" / "export"
+    rows = [first]
+    for rate in RETRAIN_RATES:
+        extra = {"train.warm_start_from": parent, "train.warm_start_learning_rate": rate}
+        rows.append({**run_ours(corpus, words, epochs, shards, f"retrain-warm-{rate}", extra=extra),
+                     "run": f"(a) warm, rate {rate}"})
+    rows.append({**run_ours(corpus, words, epochs, shards, "retrain-cold"), "run": "(b) cold"})
+    for row in rows[1:]:
+        output = RESULTS / "cache" / f"drift-{os.getpid()}.json"
+        run_measured([sys.executable, __file__, "--child", "drift", "--corpus", row["version"],
+                      "--parent", first["version"], "--child-output", str(output)])
+        row.update(json.loads(output.read_text()))
+    return rows
+
+
+def child_drift(version: Path, parent: Path, output: Path) -> None:
+    """The drift of one published version from another (sgns_spark.drift, on local Spark)."""
+    sys.path.insert(0, str(REPOSITORY))
+    from sgns_spark.config import load_config
+    from sgns_spark.drift import drift_report
+    from sgns_spark.session import build_session
+
+    spark = build_session(load_config(None, [f"spark.master={MASTER}"]), "bench-drift")
+    frames = [spark.read.parquet(str(path / "vectors.parquet")) for path in (version, parent)]
+    dim = json.loads((version / "manifest.json").read_text())["dim"]
+    output.write_text(json.dumps(drift_report(spark, *frames, dim)))
+    spark.stop()
 
 
 def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int) -> dict:
@@ -281,6 +323,17 @@ def scaling_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def retrain_markdown(rows: list[dict]) -> str:
+    """Quality, time and drift from v1 of the retraining scenario."""
+    columns = ["run", "analogy", "ws353", "train_s", "neighbour_overlap", "mean_cosine_aligned", "mean_cosine"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [row["run"], f"{row['analogy']:.1%}", f"{row['ws353']:.3f}", f"{row['train_s']:,.0f}"]
+        cells += [f"{row[column]:.3f}" if column in row else "" for column in columns[4:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def memory_markdown(rows: list[dict]) -> str:
     """Peak RSS per stage (each stage its own driver process) against the model's size."""
     columns = ["vocab_size", "dim", "parameters_mib", "corpus_words", "train_s", "driver_rss_vocab_mib",
@@ -298,10 +351,13 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--systems", default="ours,gensim,mllib")
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
-    parser.add_argument("--mode", choices=("default", "scaling", "size", "memory"), default="default")
-    parser.add_argument("--child", choices=("gensim", "mllib"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain"), default="default")
+    parser.add_argument("--child", choices=("gensim", "mllib", "drift"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.child == "drift":
+        return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
     if arguments.child == "gensim":
         return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output)
     if arguments.child == "mllib":
@@ -313,6 +369,8 @@ def main() -> None:
     rows = []
     if arguments.mode == "memory":
         rows = run_memory(fraction, arguments.epochs, arguments.shards)
+    elif arguments.mode == "retrain":
+        rows = run_retrain(fraction, arguments.corpus, arguments.epochs, arguments.shards)
     elif arguments.mode == "scaling":
         corpus, words = prepare_corpus(arguments.corpus, fraction)
         rows = [run_ours(corpus, words, arguments.epochs, shards, f"scaling-{shards}") for shards in SCALING_SHARDS]
@@ -332,7 +390,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
     (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
-    printers = {"memory": memory_markdown, "scaling": scaling_markdown}
+    printers = {"memory": memory_markdown, "scaling": scaling_markdown, "retrain": retrain_markdown}
     print(printers.get(arguments.mode, markdown)(rows))
 
 

@@ -17,8 +17,10 @@ from sgns_spark.lock import RunLock
 from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
 from sgns_spark.session import DEBUG_LEVEL, build_session
 from sgns_spark.storage import Storage
+from sgns_spark.train.warm_start import parent_version
 
 EXIT_USER_ERROR = 2
+TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
 OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
 DISK_FULL = "No space left on device"
 
@@ -63,6 +65,8 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         spark = build_session(config, stage)
         storage = Storage(spark, arguments.root)
         corpus = corpus_input(spark, arguments.input) if getattr(arguments, "input", None) else None
+        if stage in TRAINING_STAGES and config.train.warm_start_from:
+            parent_version(spark, config.train.warm_start_from, config.train.dim)
         storage.check_writable()
         with RunLock(storage, stage):
             body(Job(spark, config, storage, corpus))

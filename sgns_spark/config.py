@@ -129,6 +129,11 @@ class TrainSettings:
     commit_words: int = setting(20_000_000, "a model version (the resume point) is written after the round that "
                                             "passes this many words since the last one, and at the end",
                                 unit="words", low=1, high=10**12)
+    warm_start_from: str = setting("", "a published version, or an export root whose _LATEST is followed (any "
+                                       "Hadoop URI): words it shares with this vocabulary start from its rows; "
+                                       '"" = a cold start')
+    warm_start_learning_rate: float = setting(0.01, "start of the linear decay for a warm start: lower keeps "
+                                                    "shared words nearer their parent rows", low=1e-6, high=10.0)
     learning_rate: float = setting(0.025, "start of the linear decay", low=1e-6, high=10.0)
     min_learning_rate_ratio: float = setting(1e-4, "floor of the decay, as a fraction of learning_rate",
                                              low=0.0, high=1.0)

@@ -6,6 +6,9 @@ Layout below the run root (format version 1)::
                                              (most frequent first, part files in order)
     export/version=NNNNNN/vectors.txt        word2vec text:   "<count> <dim>", then word v1 .. vd
     export/version=NNNNNN/vectors.bin        word2vec binary: same header, word, dim float32 LE
+    export/version=NNNNNN/model.parquet/     word string, input_vector, output_vector array<float>:
+                                             the rows as trained (never normalised), in id order,
+                                             which a later run warm-starts from
     export/version=NNNNNN/manifest.json      written last inside the version
     export/_LATEST                           {"version": N, "path": ...}, moved after the version
 
@@ -26,12 +29,14 @@ from pyspark.sql import functions as F
 from sgns_spark import __version__
 from sgns_spark.arrow import lists_to_matrix, spark_schema
 from sgns_spark.config import Config
+from sgns_spark.drift import drift_report
 from sgns_spark.errors import UserError
 from sgns_spark.layout import (
     BINARY_NAME,
     EXPORT_DIRECTORY,
     EXPORT_LATEST,
     MANIFEST_NAME,
+    MODEL_ROWS_NAME,
     PARQUET_NAME,
     PUBLISHED_FORMAT,
     TEXT_NAME,
@@ -41,11 +46,13 @@ from sgns_spark.layout import (
     report_path,
     version_directory,
 )
+from sgns_spark.lineage import lineage_record
 from sgns_spark.scoring import evaluation_vectors, score
 from sgns_spark.stages import StageReport, previous_report
 from sgns_spark.storage import Storage
 from sgns_spark.train.model_store import read_latest, read_side
-from sgns_spark.train.schedule import INPUT_SIDE
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
+from sgns_spark.train.warm_start import SETTING as WARM_START_SETTING
 from sgns_spark.vectors import word2vec_record_bodies
 
 WHITESPACE_PATTERN = r"\s"
@@ -61,6 +68,15 @@ def published_vectors(spark: SparkSession, storage: Storage, model_round: int, n
         norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda total, x: total + x * x))
         model = model.select("id", F.transform("vector", lambda x: (x / norm).cast("float")).alias("vector"))
     return vocab.join(model, "id")
+
+
+def model_rows(spark: SparkSession, storage: Storage, model_round: int) -> DataFrame:
+    """``word, input_vector, output_vector`` of a model round as trained, in id order."""
+    vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("id", "word")
+    sides = [read_side(spark, storage, model_round, side).withColumnRenamed("vector", name)
+             for side, name in ((INPUT_SIDE, "input_vector"), (OUTPUT_SIDE, "output_vector"))]
+    return vocab.join(sides[0], "id").join(sides[1], "id").orderBy("id").select(
+        "word", "input_vector", "output_vector")
 
 
 def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> dict:
@@ -95,7 +111,12 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     report.step("parquet")
     write_word2vec_files(ordered, vocab_size, dim, storage, staged)
     report.step("word2vec")
+    model_rows(spark, storage, latest["round"]).write.parquet(storage.path(staged, MODEL_ROWS_NAME))
+    report.step("model")
+    drift = parent_drift(spark, vectors, train_report, dim)
+    report.step("drift")
     version = next_version(storage)
+    vocab_report = storage.read_json(report_path("vocab"))
     manifest = {
         "format_version": PUBLISHED_FORMAT,
         "sgns_spark_version": __version__,
@@ -105,22 +126,34 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
         "vocab_size": vocab_size,
         "dim": dim,
         "normalized": config.export.normalize,
-        "files": {"parquet": PARQUET_NAME, "word2vec_text": TEXT_NAME, "word2vec_binary": BINARY_NAME},
+        "files": {"parquet": PARQUET_NAME, "word2vec_text": TEXT_NAME, "word2vec_binary": BINARY_NAME,
+                  "model": MODEL_ROWS_NAME},
         "schema": {"word": "string", "vector": "array<float>", "count": "bigint"},
         "hyperparameters": train_report["settings"],
-        "corpus": storage.read_json(report_path("vocab"))["counts"],
+        "corpus": {key: value for key, value in vocab_report["counts"].items() if key != "files"},
         "training": train_report["counts"],
         "evaluation": scores,
+        "lineage": lineage_record(config, vocab_report, train_report),
+        "drift": drift,
     }
     storage.write_json(f"{staged}/{MANIFEST_NAME}", manifest)
     storage.move(staged, version_directory(version))
     storage.write_json(EXPORT_LATEST, {"version": version, "path": storage.path(version_directory(version))})
     prune_versions(storage, config.export.keep_versions)
     report.counts = {"version": version, "path": storage.path(version_directory(version)),
-                     "vocab_size": vocab_size, "dim": dim, "evaluation": scores}
+                     "vocab_size": vocab_size, "dim": dim, "evaluation": scores, "drift": drift}
     document = report.document()
     storage.write_json(report_path("export"), document)
     return document
+
+
+def parent_drift(spark: SparkSession, vectors: DataFrame, train_report: dict, dim: int) -> dict | None:
+    """`sgns_spark.drift.drift_report` against the published vectors of a warm start's parent, else None."""
+    warm_start = train_report["counts"].get("warm_start")
+    if warm_start is None:
+        return None
+    parent = spark.read.parquet(Storage(spark, warm_start["parent"]["path"], WARM_START_SETTING).path(PARQUET_NAME))
+    return drift_report(spark, vectors, parent, dim)
 
 
 def refuse_whitespace_words(vectors: DataFrame) -> None:

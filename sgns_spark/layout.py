@@ -29,6 +29,7 @@ ROUND_PREFIX, VERSION_PREFIX = "round=", "version="
 SIDE_COLUMN = "side"
 SIDE_NAMES = ("input", "output")  # the values of the side partition column, by side number
 PARQUET_NAME = "vectors.parquet"  # the files of a published version
+MODEL_ROWS_NAME = "model.parquet"  # word, input_vector, output_vector as trained: a warm start's source
 TEXT_NAME = "vectors.txt"
 BINARY_NAME = "vectors.bin"
 MANIFEST_NAME = "manifest.json"

@@ -3,6 +3,7 @@
     python -m sgns_spark.query <vectors> similar paris [--topn 10]
     python -m sgns_spark.query <vectors> analogy king man woman     (king - man + woman)
     python -m sgns_spark.query <vectors> evaluate --analogy questions-words.txt --similarity ws353.tsv
+    python -m sgns_spark.query <vectors> info                     (version, size, lineage: JSON)
 
 <vectors> is a published version directory (or a run root's ``export``, whose ``_LATEST`` is
 followed), a ``vectors.parquet`` path, or a word2vec ``.txt``/``.bin`` file.
@@ -13,26 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME
 from sgns_spark.vectors import Vectors
 
 
-def load_vectors(location: str) -> Vectors:
-    """Load vectors from any of the locations the module docstring lists."""
-    path = Path(location)
-    if (path / LATEST_NAME).exists():
-        path = Path(json.loads((path / LATEST_NAME).read_text())["path"].removeprefix("file:"))
-    if (path / MANIFEST_NAME).exists():
-        path = path / PARQUET_NAME
-    if not path.exists():
-        raise UserError(f"no vectors at {location}; give a published version, Parquet or word2vec file")
-    if path.suffix in (".txt", ".bin"):
-        return Vectors.load_word2vec_format(path, binary=path.suffix == ".bin")
-    return Vectors.load_parquet(path)
+def describe(vectors: Vectors) -> dict:
+    """What ``info`` prints: size, and for a published version its number and lineage."""
+    manifest = vectors.manifest or {}
+    return {"words": len(vectors), "dim": vectors.dim, "version": manifest.get("version"),
+            "created_utc": manifest.get("created_utc"), "lineage": vectors.lineage}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--analogy")
     evaluate.add_argument("--similarity")
     evaluate.add_argument("--top-words", type=int, default=30_000)
+    commands.add_parser("info", help="size, version and lineage (corpus, settings, code), as JSON")
     arguments = parser.parse_args(argv)
     try:
-        vectors = load_vectors(arguments.vectors)
+        vectors = Vectors.load(arguments.vectors)
+        if arguments.command == "info":
+            print(json.dumps(describe(vectors), indent=2))
+            return 0
         if arguments.command == "evaluate":
             scores = {}
             if arguments.analogy:

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
+from sgns_spark.lineage import corpus_fingerprint, fingerprint_text, input_files
 from sgns_spark.memory import peak_rss_mib
 from sgns_spark.preflight import CorpusInput, same_file, unreadable_file
 from sgns_spark.storage import FileEntry, Storage
@@ -63,7 +64,7 @@ def previous_report(storage: Storage, stage: str) -> dict | None:
 
 
 def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> dict | None:
-    """Return the report of a done stage with these settings, None if not done.
+    """Return the report of a done stage with these settings (and say it is skipped), None if not done.
 
     Raises
     ------
@@ -79,6 +80,7 @@ def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> 
             f"run root {storage.root} holds a {stage} stage built with other settings "
             f"({', '.join(changed)}); use a new output root (OUT=, --root) or delete it"
         )
+    print(f"[{stage}] already done in {storage.root}; skipping", flush=True)
     return report
 
 
@@ -99,11 +101,10 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
     settings = {"input": corpus.path, **config.prefixed("corpus"), **config.prefixed("vocab")}
     done = completed_report(storage, "vocab", settings)
     if done is not None:
-        print(f"[vocab] already done in {storage.root}; skipping", flush=True)
         return done
     storage.clear_staging()
     report = StageReport("vocab", settings)
-    sentences, totals, skipped = read_corpus(spark, corpus, config)
+    sentences, totals, files, skipped = read_corpus(spark, corpus, config)
     try:
         report.step("tokenize")
         check_corpus_text(corpus.path, totals, config)
@@ -127,7 +128,10 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
     finally:
         sentences.unpersist()
     report.counts = {
-        "input_files": len(corpus.files) - len(skipped),
+        "input": corpus.path,
+        "input_files": len(files),
+        "files": input_files(files),
+        "fingerprint": fingerprint_text(totals["fingerprint"]),
         "input_bytes": totals["input_bytes"],
         "invalid_utf8_bytes": totals["invalid_bytes"],
         "corpus_tokens": totals["tokens"],
@@ -154,7 +158,10 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
     sentences : DataFrame
         `sgns_spark.tokenize.read_sentences`, persisted; the caller unpersists it.
     totals : Row
-        ``input_bytes``, ``invalid_bytes``, ``tokens``.
+        ``input_bytes``, ``invalid_bytes``, ``tokens`` and the tokens' ``fingerprint``
+        (`sgns_spark.lineage.corpus_fingerprint`).
+    files : list of FileEntry
+        The files read.
     skipped : list of str
         The files left out.
     """
@@ -180,8 +187,9 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
         F.sum("input_bytes").alias("input_bytes"),
         F.sum("invalid_bytes").alias("invalid_bytes"),
         F.sum(F.size("tokens")).alias("tokens"),
+        corpus_fingerprint("sentence_key", "tokens").alias("fingerprint"),
     ).first()
-    return sentences, totals, skipped
+    return sentences, totals, files, skipped
 
 
 def check_records(spark: SparkSession, files: list[FileEntry]) -> None:

@@ -88,11 +88,13 @@ class Storage:
     spark : SparkSession
     root : str
         A local path or Hadoop URI; every relative path is taken below it.
+    setting : str
+        What names the root in an error.
     """
 
-    def __init__(self, spark: SparkSession, root: str):
+    def __init__(self, spark: SparkSession, root: str, setting: str = "the run root (--root)"):
         self._jvm = spark.sparkContext._jvm
-        self._filesystem, root_path = hadoop_filesystem(spark, root.rstrip("/"), "the run root (--root)")
+        self._filesystem, root_path = hadoop_filesystem(spark, root.rstrip("/"), setting)
         self.root = root_path.toString()
 
     def check_writable(self) -> None:

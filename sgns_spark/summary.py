@@ -46,5 +46,10 @@ def print_export_summary(report: dict) -> None:
     """Print the published round's scores and where its version is."""
     counts = report["counts"]
     print_scores(counts.get("evaluation", {}))  # export reports of earlier versions hold no scores
+    drift = counts.get("drift")
+    if drift:
+        print(f"[export] drift from the parent over {drift['shared_words']:,} shared words: mean cosine "
+              f"{drift['mean_cosine']:.3f} as published, {drift['mean_cosine_aligned']:.3f} aligned; top-"
+              f"{drift['neighbours']} neighbour overlap {drift['neighbour_overlap']:.3f}")
     print(f"[export] published version {counts['version']} ({counts['vocab_size']:,} words x "
           f"{counts['dim']}) at {counts['path']}", flush=True)

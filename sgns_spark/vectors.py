@@ -7,10 +7,15 @@ and argument order people know from gensim: ``most_similar``, ``similarity``,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from sgns_spark.errors import UserError
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME
 
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
 NORM_FLOOR = 1e-12  # guards the unit-length division of an all-zero vector
@@ -26,13 +31,17 @@ class Vectors:
         ``(words, dim) float32``.
     counts : numpy.ndarray, optional
         ``(words,) int64`` corpus counts.
+    manifest : dict, optional
+        The manifest of the published version they were loaded from.
     """
 
-    def __init__(self, words: list[str], vectors: np.ndarray, counts: np.ndarray | None = None):
+    def __init__(self, words: list[str], vectors: np.ndarray, counts: np.ndarray | None = None,
+                 manifest: dict[str, Any] | None = None):
         self.index_to_key = list(words)
         self.key_to_index = {word: index for index, word in enumerate(self.index_to_key)}
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.counts = counts
+        self.manifest = manifest
         self._unit: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -56,6 +65,29 @@ class Vectors:
             norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
             self._unit = self.vectors / np.maximum(norms, NORM_FLOOR)
         return self._unit
+
+    @property
+    def lineage(self) -> dict[str, Any] | None:
+        """Where a published version comes from (`sgns_spark.lineage`); None for a plain file."""
+        return self.manifest.get("lineage") if self.manifest else None
+
+    @classmethod
+    def load(cls, location: str | Path) -> Vectors:
+        """Load a published version directory (with its manifest), a run root's ``export``
+        (whose ``_LATEST`` is followed), a ``vectors.parquet`` path, or a word2vec ``.txt``/``.bin`` file.
+        """
+        path = Path(location)
+        if (path / LATEST_NAME).exists():
+            path = Path(json.loads((path / LATEST_NAME).read_text())["path"].removeprefix("file:"))
+        if (path / MANIFEST_NAME).exists():
+            vectors = cls.load_parquet(path / PARQUET_NAME)
+            vectors.manifest = json.loads((path / MANIFEST_NAME).read_text())
+            return vectors
+        if not path.exists():
+            raise UserError(f"no vectors at {location}; give a published version, Parquet or word2vec file")
+        if path.suffix in (".txt", ".bin"):
+            return cls.load_word2vec_format(path, binary=path.suffix == ".bin")
+        return cls.load_parquet(path)
 
     @classmethod
     def load_parquet(cls, path: str | Path) -> Vectors:

@@ -16,7 +16,8 @@ from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
 from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
 from sgns_spark.layout import EXPORT_LATEST, MODEL_LATEST, round_directory, version_directory
-from sgns_spark.query import load_vectors, main
+from sgns_spark.lineage import code_version
+from sgns_spark.query import main
 from sgns_spark.vectors import Vectors, word2vec_records
 
 
@@ -35,7 +36,7 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
     version = report["counts"]["version"]
     directory = local(storage, version_directory(version))
     published = sorted(name for name in os.listdir(directory) if not name.startswith("."))  # not checksums
-    assert published == ["manifest.json", "vectors.bin", "vectors.parquet", "vectors.txt"]
+    assert published == ["manifest.json", "model.parquet", "vectors.bin", "vectors.parquet", "vectors.txt"]
     manifest = json.loads(open(f"{directory}/manifest.json").read())
     assert manifest["format_version"] == 1 and manifest["model_round"] == 9
     assert manifest["evaluation"] == report["counts"]["evaluation"] and manifest["normalized"] is False
@@ -48,8 +49,8 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
     assert table.schema.field("count").type == pa.int64()
     counts = table.column("count").to_numpy()
     assert (np.diff(counts) <= 0).all()  # most frequent first
-    ours = load_vectors(directory)
-    assert ours.index_to_key == table.column("word").to_pylist()
+    ours = Vectors.load(directory)
+    assert ours.index_to_key == table.column("word").to_pylist() and ours.manifest == manifest
     assert len(pq.ParquetDataset(f"{directory}/vectors.parquet").fragments) > 2
 
     dim = manifest["dim"]
@@ -78,6 +79,29 @@ def test_published_version_is_read_alike_by_gensim_duckdb_pyarrow_and_spark(spar
 
     spark_schema = spark.read.parquet(f"{directory}/vectors.parquet").schema.simpleString()
     assert spark_schema == "struct<word:string,vector:array<float>,count:bigint>"
+
+
+def test_manifest_records_lineage_and_the_query_cli_prints_it(spark, planted_run, capsys):
+    storage = planted_run["storage"]
+    export(spark, storage)
+    assert main([local(storage, "export"), "info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    lineage = Vectors.load(local(storage, "export")).lineage
+    published = storage.read_json("reports/export.json")["counts"]
+    assert info["lineage"] == lineage and info["words"] == published["vocab_size"] and lineage["parent"] is None
+    corpus = planted_run["corpus"]
+    (listed,) = lineage["corpus"]["files"]
+    assert listed["path"].endswith(str(corpus)) and listed["bytes"] == os.path.getsize(corpus)
+    assert lineage["corpus"]["corpus_tokens"] == storage.read_json("reports/vocab.json")["counts"]["corpus_tokens"]
+    assert lineage["corpus"]["fingerprint"].startswith("xxhash64-xor:")
+    settings = lineage["settings"]  # training's as it ran (planted), the export's as this export ran
+    trained = planted_run["config"].train
+    assert settings["train.rounds_per_epoch"] == trained.rounds_per_epoch == 4 and settings["train.dim"] == trained.dim
+    assert settings["vocab.min_count"] == planted_run["config"].vocab.min_count
+    assert settings["export.normalize"] is False
+    assert lineage["code"] == code_version() and len(lineage["code"]["source_sha256"]) == 64
+    version = local(storage, version_directory(info["version"]))
+    assert Vectors.load(f"{version}/vectors.bin").lineage is None  # a plain word2vec file has none
 
 
 def test_query_cli_follows_latest_and_answers(planted_run, capsys):

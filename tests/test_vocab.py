@@ -75,3 +75,26 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     assert encoded.selectExpr("sum(size(ids))").first()[0] == report["counts"]["retained_tokens"]
     again = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back
+
+
+def test_corpus_fingerprint_is_the_xor_of_sentence_hashes_whatever_the_partitioning(spark, tmp_path):
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from sgns_spark.lineage import corpus_fingerprint, fingerprint_text
+
+    text = corpus_text()
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "b.txt").write_text(text.replace("w3", "w4", 1))  # one token differs
+    settings = make_config().corpus
+
+    def fingerprints(name: str, partitions: int) -> tuple[str, str]:
+        sentences = read_sentences(spark, [str(tmp_path / name)], settings).repartition(partitions)
+        aggregated = sentences.agg(corpus_fingerprint("sentence_key", "tokens").alias("f")).first()["f"]
+        hashes = [row[0] for row in sentences.select(F.xxhash64("sentence_key", "tokens")).collect()]
+        return fingerprint_text(aggregated), fingerprint_text(reduce(lambda x, y: x ^ y, hashes))
+
+    first, reference = fingerprints("a.txt", 1)
+    assert first == reference and first == fingerprints("a.txt", 5)[0]
+    assert fingerprints("b.txt", 3)[0] != first

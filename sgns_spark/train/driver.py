@@ -42,6 +42,7 @@ from sgns_spark.train.model_store import (
 )
 from sgns_spark.train.schedule import Round, noise_scales, rounds
 from sgns_spark.train.task import SOURCE_SHIFT, Pairs, PhasePlan, PhaseStatistics, RoundPlan, source_pairs, train_phase
+from sgns_spark.train.warm_start import WarmStart, parent_version
 
 POSITION_SALT = 1  # keeps a sentence's round independent of other hashes of its key
 POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a double
@@ -87,7 +88,6 @@ def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> di
         storage.delete(report_path("train"))
     done = completed_report(storage, "train", settings)
     if done is not None:
-        print(f"[train] already done in {storage.root}; skipping", flush=True)
         return done
     storage.clear_staging()
     report = StageReport("train", settings)
@@ -118,6 +118,11 @@ class Trainer:
                              for groups in {planned.groups for planned in self.schedule}}
         corpus = spark.read.parquet(storage.path(CORPUS_DIRECTORY))
         self.corpus = corpus.select("sentence_key", "ids", sentence_position(train.seed).alias("position"))
+        self.warm_start = None
+        if train.warm_start_from:
+            vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("word", "id")
+            self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim), vocab,
+                                        self.vocab_size)
 
     def run(self, report: StageReport) -> None:
         """Train every round not yet committed, one Spark job per committed version."""
@@ -147,6 +152,7 @@ class Trainer:
             "trained_words": words, "pairs": totals.pairs, "mean_loss": totals.loss / max(totals.pairs, 1),
             "words_per_second": words / elapsed if elapsed else 0.0,
             "worker_peak_rss_mib": round(totals.worker_peak_rss_mib, 1), "worker_python": totals.worker_python,
+            **({"warm_start": self.warm_start.counts()} if self.warm_start else {}),
             **(job_group_metrics(self.spark, group, SHUFFLE_KINDS) or {}),
         }
         report.step("train")
@@ -176,7 +182,7 @@ class Trainer:
         self.spark.sparkContext.setJobDescription(
             f"sgns-spark train rounds {first.number}-{job[-1].number} of {len(self.schedule)}")
         if done == 0:
-            rows = initial_rows(self.spark, self.vocab_size, train.dim, train.seed, first.groups, 0)
+            rows = self.first_rows(first.groups)
         else:
             rows = committed_rows(self.spark, self.storage, done, train.dim, first.groups, 0)
         statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
@@ -202,9 +208,10 @@ class Trainer:
         description = f"rounds {first.number}-{job[-1].number} of {len(self.schedule)}"
         if not math.isfinite(result.loss):
             self.storage.delete(staged)
+            rate = "warm_start_learning_rate" if train.warm_start_from else "learning_rate"
             raise UserError(
-                f"training diverged in {description}: the loss is not finite; lower train.learning_rate "
-                f"(now {train.learning_rate}); model round {done} stays the latest"
+                f"training diverged in {description}: the loss is not finite; lower train.{rate} "
+                f"(now {getattr(train, rate)}); model round {done} stays the latest"
             )
         last = job[-1]
         commit_round(self.storage, staged, {"round": last.number, "epoch": last.epoch,
@@ -216,6 +223,16 @@ class Trainer:
               f"{seconds:.1f} s ({words / seconds:,.0f} words/s), loss {result.loss / max(result.pairs, 1):.4f}, "
               f"committed round {last.number}", flush=True)
         return result
+
+    def first_rows(self, groups: int) -> RDD:
+        """``(task, Rows)`` of round 0: the initialisation, or a warm start's rows."""
+        train = self.config.train
+        if self.warm_start is None:
+            return initial_rows(self.spark, self.vocab_size, train.dim, train.seed, groups, 0)
+        counts = self.warm_start.counts()
+        print(f"[train] warm start from {self.warm_start.parent.path}: {counts['shared_words']:,} words carried "
+              f"over, {counts['new_words']:,} new, {counts['dropped_words']:,} dropped", flush=True)
+        return self.warm_start.rows(train.dim, train.seed, groups, 0)
 
     def round_pairs(self, plan: RoundPlan, planned: Round) -> RDD:
         """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""

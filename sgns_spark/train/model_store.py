@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 from pyspark import RDD, StorageLevel
+from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
@@ -72,21 +73,30 @@ def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int
     return rows.where(F.col(SIDE_COLUMN) == SIDE_NAMES[side]).select("id", "vector")
 
 
-def initial_rows(spark: SparkSession, vocab_size: int, dim: int, seed: int, groups: int, phase: int) -> RDD:
-    """``(task, Rows)`` of the initialisation, keyed by their owners in `phase` of a round of `groups`."""
+def initial_rows(spark: SparkSession, vocab_size: int, dim: int, seed: int, groups: int, phase: int,
+                 fresh: Broadcast | None = None) -> RDD:
+    """``(task, Rows)`` of the initialisation, keyed by their owners in `phase` of a round of `groups`.
+
+    `fresh`, a broadcast ``(vocab,) bool``, limits it to the ids it marks (a warm start's new words).
+    """
     blocks = -(-vocab_size // INIT_BLOCK_ROWS)
-    init = functools.partial(initial_block, vocab_size=vocab_size, dim=dim, seed=seed, groups=groups, phase=phase)
+    init = functools.partial(initial_block, vocab_size=vocab_size, dim=dim, seed=seed, groups=groups, phase=phase,
+                             fresh=fresh)
     records = spark.sparkContext.parallelize(range(blocks), max(1, min(blocks, groups))).flatMap(init)
     return shuffle_rows(records, groups)
 
 
-def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int, phase: int) -> Iterator:
+def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int, phase: int,
+                  fresh: Broadcast | None) -> Iterator:
     """Executor side: word2vec.c's initial rows of one block of ids, keyed by owner."""
     rng = np.random.default_rng([seed, INIT_STREAM, block])
     # draw the whole block so a row's values do not depend on which ids are present
     uniform = rng.random((INIT_BLOCK_ROWS, dim), dtype=np.float32)  # (block rows, dim)
     ids = np.arange(block * INIT_BLOCK_ROWS, min((block + 1) * INIT_BLOCK_ROWS, vocab_size), dtype=np.int32)
     input_vectors = (uniform[: ids.size] - np.float32(0.5)) / np.float32(dim)
+    if fresh is not None:
+        chosen = fresh.value[ids]
+        ids, input_vectors = ids[chosen], input_vectors[chosen]
     yield from keyed_chunks(ids, INPUT_SIDE, input_vectors, groups, phase)
     yield from keyed_chunks(ids, OUTPUT_SIDE, np.zeros_like(input_vectors), groups, phase)
 
@@ -105,7 +115,11 @@ def keyed_chunks(ids: np.ndarray, side: int, vectors: np.ndarray, groups: int, p
 def committed_rows(spark: SparkSession, storage: Storage, model_round: int, dim: int, groups: int,
                    phase: int) -> RDD:
     """``(task, Rows)`` of a committed round, keyed by their owners in `phase` of a round of `groups`."""
-    rows = read_round(spark, storage, model_round)
+    return keyed_rows(read_round(spark, storage, model_round), dim, groups, phase)
+
+
+def keyed_rows(rows: DataFrame, dim: int, groups: int, phase: int) -> RDD:
+    """``(task, Rows)`` of rows ``id, vector, side`` (`ROW_SCHEMA`), keyed by their owners in `phase`."""
     chunks = rows.mapInArrow(functools.partial(chunk_batches, dim=dim, groups=groups, phase=phase),
                              spark_schema(CHUNK_SCHEMA))
     records = chunks.rdd.map(lambda row: (row["task"], Rows(

@@ -114,9 +114,11 @@ def rounds(settings: TrainSettings) -> list[Round]:
 
 
 def learning_rate(settings: TrainSettings, progress: float) -> float:
-    """Linear decay over all epochs' words, floored at start x min ratio (word2vec.c).
+    """Linear decay over all epochs' words, floored at start x min ratio (word2vec.c). The start
+    is ``learning_rate``, or ``warm_start_learning_rate`` for a warm start.
 
     `progress` is the words trained so far, in epochs.
     """
+    start = settings.warm_start_learning_rate if settings.warm_start_from else settings.learning_rate
     ratio = max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
-    return settings.learning_rate * ratio
+    return start * ratio

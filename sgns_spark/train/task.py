@@ -34,7 +34,14 @@ from sgns_spark.train.sampling import (
     seeded_generator,
     skipgram_pairs,
 )
-from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, pair_strata, word_groups
+from sgns_spark.train.schedule import (
+    INPUT_SIDE,
+    OUTPUT_SIDE,
+    learning_rate,
+    owner_task,
+    pair_strata,
+    word_groups,
+)
 
 MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2 GB
 MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
@@ -81,11 +88,8 @@ class PhasePlan:
 
     def learning_rate(self, fraction_of_phase: float) -> float:
         """Linear decay on the global (expected) word count, floored (word2vec.c)."""
-        settings = self.round.settings
         share = (self.phase + fraction_of_phase) / self.round.groups  # of the round
-        progress = self.round.progress_start + self.round.progress_span * share
-        ratio = max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
-        return settings.learning_rate * ratio
+        return learning_rate(self.round.settings, self.round.progress_start + self.round.progress_span * share)
 
 
 def sentence_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,98 @@
+"""Warm start: a new vocabulary's first rows from a published version (``train.warm_start_from``).
+
+Words in both vocabularies start from the parent's input and output rows as trained (the
+version's ``model.parquet``, never normalised); new words from the seeded initialisation, the
+very rows a cold start would give them; words the new vocabulary lacks are dropped. The rows
+are matched by a Spark join on the word: the driver holds one vocabulary-sized flag array (which
+ids are new), never rows or a dictionary of words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark import RDD
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sgns_spark.errors import UserError
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_ROWS_NAME, SIDE_COLUMN, SIDE_NAMES
+from sgns_spark.storage import Storage
+from sgns_spark.train.model_store import initial_rows, keyed_rows
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
+
+SETTING = "train.warm_start_from"
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The published version a run warm-starts from."""
+
+    path: str
+    manifest_sha256: str
+    vocab_size: int
+
+    def lineage(self) -> dict:
+        """The manifest's ``lineage.parent``."""
+        return {"path": self.path, "manifest_sha256": self.manifest_sha256}
+
+
+def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
+    """Resolve `location` (a version directory, or an export root whose ``_LATEST`` is followed).
+
+    Raises
+    ------
+    UserError
+        When it holds no published version with model rows, or its ``dim`` is not `dim`.
+    """
+    storage = Storage(spark, location, SETTING)
+    if storage.exists(LATEST_NAME):
+        storage = Storage(spark, storage.read_json(LATEST_NAME)["path"], SETTING)
+    if not storage.exists(MANIFEST_NAME):
+        raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
+                        "give a version directory or an export root with _LATEST")
+    text = storage.read_text(MANIFEST_NAME)
+    manifest = storage.read_json(MANIFEST_NAME)
+    if not storage.exists(MODEL_ROWS_NAME):
+        raise UserError(f"{SETTING} = {location} was published without its model rows ({MODEL_ROWS_NAME}); "
+                        "export it again with this version of sgns-spark")
+    if manifest["dim"] != dim:
+        raise UserError(f"{SETTING} = {location} has dim {manifest['dim']} but train.dim = {dim}; "
+                        f"set train.dim = {manifest['dim']} or start cold")
+    return Parent(storage.root, hashlib.sha256(text.encode()).hexdigest(), int(manifest["vocab_size"]))
+
+
+class WarmStart:
+    """A new vocabulary matched against its parent's model rows by a Spark join on the word.
+
+    Parameters
+    ----------
+    vocab : DataFrame
+        ``word, id`` of the new vocabulary.
+    """
+
+    def __init__(self, spark: SparkSession, parent: Parent, vocab: DataFrame, vocab_size: int):
+        self.spark, self.parent, self.vocab_size = spark, parent, vocab_size
+        trained = spark.read.parquet(Storage(spark, parent.path, SETTING).path(MODEL_ROWS_NAME))
+        self.shared = vocab.join(trained, "word").select("id", "input_vector", "output_vector")
+        self.shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
+
+    def counts(self) -> dict:
+        """``parent`` (its lineage), ``shared_words``, ``new_words``, ``dropped_words``."""
+        shared = int(self.shared_ids.size)
+        return {"parent": self.parent.lineage(), "shared_words": shared, "new_words": self.vocab_size - shared,
+                "dropped_words": self.parent.vocab_size - shared}
+
+    def rows(self, dim: int, seed: int, groups: int, phase: int) -> RDD:
+        """``(task, Rows)`` of the first rows, keyed by their owners in `phase` of a round of `groups`:
+        the parent's for shared words, the seeded initialisation for new ones."""
+        sides = [self.shared.select("id", F.col(column).alias("vector"), F.lit(SIDE_NAMES[side]).alias(SIDE_COLUMN))
+                 for side, column in ((INPUT_SIDE, "input_vector"), (OUTPUT_SIDE, "output_vector"))]
+        fresh = np.ones(self.vocab_size, dtype=bool)  # (vocab,)
+        fresh[self.shared_ids] = False
+        carried = keyed_rows(sides[0].unionByName(sides[1]), dim, groups, phase)
+        fresh_ids = self.spark.sparkContext.broadcast(fresh)
+        new = initial_rows(self.spark, self.vocab_size, dim, seed, groups, phase, fresh_ids)
+        return carried.union(new)

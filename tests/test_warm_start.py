@@ -1,0 +1,172 @@
+"""Warm start: day 2 begins from day 1's published rows (train.warm_start_from)."""
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import make_config
+
+from sgns_spark.errors import UserError
+from sgns_spark.export import run_export_stage
+from sgns_spark.preflight import corpus_input
+from sgns_spark.stages import run_vocab_stage
+from sgns_spark.storage import Storage
+from sgns_spark.train.driver import run_train_stage
+from sgns_spark.train.model_store import initial_rows
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
+from sgns_spark.train.warm_start import WarmStart, parent_version
+
+DIM = 8
+SETTINGS = (f"train.dim={DIM}", "train.window=3", "train.num_shards=2", "vocab.min_count=1", "train.seed=4")
+DAY_ONE_WORDS = [f"w{rank}" for rank in range(60)]
+DAY_TWO_WORDS = [f"w{rank}" for rank in range(10, 80)]  # w0..w9 leave, w60..w79 arrive
+
+
+def write_corpus(path, words, seed):
+    rng = np.random.default_rng(seed)
+    probabilities = 1.0 / np.arange(1, len(words) + 1)
+    tokens = rng.choice(words, size=30_000, p=probabilities / probabilities.sum())
+    path.write_text("\n".join(" ".join(tokens[start : start + 20]) for start in range(0, tokens.size, 20)) + "\n")
+    return path
+
+
+def run_day(spark, root, corpus, *overrides):
+    config = make_config(*SETTINGS, *overrides)
+    storage = Storage(spark, str(root))
+    run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), storage)
+    run_train_stage(spark, config, storage)
+    run_export_stage(spark, config, storage)
+    return storage
+
+
+@pytest.fixture(scope="module")
+def day_one(spark, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("day-one")
+    corpus = write_corpus(directory / "corpus.txt", DAY_ONE_WORDS, 1)
+    storage = run_day(spark, directory / "root", corpus)
+    version = storage.read_json("export/_LATEST")["path"].removeprefix("file:")
+    return {"storage": storage, "export": storage.path("export"), "version": version, "corpus": corpus}
+
+
+def test_day_two_starts_from_day_one_rows_new_words_fresh_dropped_words_gone(spark, day_one, tmp_path):
+    trained = pq.read_table(f"{day_one['version']}/model.parquet").to_pylist()
+    parent_rows = {row["word"]: (row["input_vector"], row["output_vector"]) for row in trained}
+    published = pq.read_table(f"{day_one['version']}/vectors.parquet").to_pylist()
+    assert [row["word"] for row in trained] == [row["word"] for row in published]  # the same order, id order
+    assert all(row["vector"] == parent_rows[row["word"]][0] for row in published)  # not normalised: equal
+
+    corpus = write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2)
+    config = make_config(*SETTINGS, f"train.warm_start_from={day_one['export']}")
+    storage = Storage(spark, str(tmp_path / "root"))
+    run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), storage)
+    vocab = spark.read.parquet(storage.path("vocab")).select("word", "id")
+    words = [row["word"] for row in vocab.orderBy("id").collect()]
+    warm = WarmStart(spark, parent_version(spark, day_one["export"], DIM), vocab, len(words))
+    assert {key: value for key, value in warm.counts().items() if key != "parent"} == {
+        "shared_words": 50, "new_words": 20, "dropped_words": 10}
+
+    first = {side: np.full((len(words), DIM), np.nan, np.float32) for side in (INPUT_SIDE, OUTPUT_SIDE)}
+    for _, chunk in warm.rows(DIM, seed=4, groups=2, phase=0).collect():
+        assert np.isnan(first[chunk.side][chunk.ids]).all()  # each row once
+        first[chunk.side][chunk.ids] = chunk.vectors
+    cold = {side: np.zeros((len(words), DIM), np.float32) for side in (INPUT_SIDE, OUTPUT_SIDE)}
+    for _, chunk in initial_rows(spark, len(words), DIM, seed=4, groups=2, phase=0).collect():
+        cold[chunk.side][chunk.ids] = chunk.vectors
+    for index, word in enumerate(words):
+        for side in (INPUT_SIDE, OUTPUT_SIDE):
+            expected = np.array(parent_rows[word][side], np.float32) if word in parent_rows else cold[side][index]
+            np.testing.assert_array_equal(first[side][index], expected)  # bit for bit
+    assert not set(words) & set(DAY_ONE_WORDS[:10]) and set(DAY_TWO_WORDS[-20:]) <= set(words)
+
+    run_train_stage(spark, config, storage)
+    run_export_stage(spark, config, storage)
+    manifest = json.loads(open(storage.read_json("export/_LATEST")["path"].removeprefix("file:")
+                               + "/manifest.json").read())
+    parent_manifest = open(f"{day_one['version']}/manifest.json", "rb").read()
+    assert manifest["lineage"]["parent"] == {"path": f"file:{day_one['version']}",
+                                             "manifest_sha256": hashlib.sha256(parent_manifest).hexdigest()}
+    assert manifest["training"]["warm_start"]["dropped_words"] == 10
+    assert manifest["lineage"]["settings"]["train.warm_start_from"] == day_one["export"]
+
+
+def test_a_parent_that_is_missing_or_of_another_dim_is_refused_in_one_line(spark, day_one, tmp_path):
+    with pytest.raises(UserError, match=f"train.warm_start_from = {day_one['export']} has dim {DIM} but "
+                                        "train.dim = 16; set train.dim = 8 or start cold"):
+        parent_version(spark, day_one["export"], 16)
+    with pytest.raises(UserError, match="train.warm_start_from = .* holds no published version"):
+        parent_version(spark, str(tmp_path / "nothing"), DIM)
+
+
+def reference_drift(new_table, parent_table, neighbours=10):
+    """The drift figures by plain numpy: explicit alignment, full sorts."""
+    parent = {row["word"]: row["vector"] for row in parent_table.to_pylist()}
+    shared = sorted((row for row in new_table.to_pylist() if row["word"] in parent),
+                    key=lambda row: (-row["count"], row["word"]))
+
+    def unit(rows):
+        matrix = np.array(rows, np.float64)
+        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+    a, b = unit([row["vector"] for row in shared]), unit([parent[row["word"]] for row in shared])
+    left, _, right = np.linalg.svd(a.T @ b)
+    aligned = a @ (left @ right)
+    overlaps = []
+    for index in range(len(shared)):
+        found = []
+        for space in (a, b):
+            scores = space @ space[index]
+            scores[index] = -np.inf
+            found.append(set(np.argsort(-scores, kind="stable")[:neighbours]))
+        overlaps.append(len(found[0] & found[1]) / neighbours)
+    return {"shared_words": len(shared), "mean_cosine": float(np.mean(np.sum(a * b, axis=1))),
+            "mean_cosine_aligned": float(np.mean(np.sum(aligned * b, axis=1))),
+            "neighbour_overlap": float(np.mean(overlaps))}
+
+
+def test_drift_of_day_two_matches_a_numpy_reference(spark, day_one, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2)
+    storage = run_day(spark, tmp_path / "root", corpus, f"train.warm_start_from={day_one['export']}")
+    version = storage.read_json("export/_LATEST")["path"].removeprefix("file:")
+    drift = json.loads(open(f"{version}/manifest.json").read())["drift"]
+    expected = reference_drift(pq.read_table(f"{version}/vectors.parquet"),
+                               pq.read_table(f"{day_one['version']}/vectors.parquet"))
+    assert drift["shared_words"] == expected["shared_words"] == 50 and drift["neighbour_words"] == 50
+    for name in ("mean_cosine", "mean_cosine_aligned", "neighbour_overlap"):
+        assert drift[name] == pytest.approx(expected[name], abs=1e-5), name
+    assert drift["mean_cosine_aligned"] >= drift["mean_cosine"]
+
+
+def test_drift_sees_through_a_rotation(spark):
+    from sgns_spark.drift import drift_report
+
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(300, DIM)).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.normal(size=(DIM, DIM)))
+    words, counts = [f"w{index}" for index in range(300)], list(range(300, 0, -1))
+
+    def frame(matrix):
+        return spark.createDataFrame([(word, [float(x) for x in row], count)
+                                      for word, row, count in zip(words, matrix, counts, strict=True)],
+                                     "word string, vector array<float>, count bigint")
+
+    drift = drift_report(spark, frame(vectors @ rotation), frame(vectors), DIM)
+    assert drift["mean_cosine_aligned"] == pytest.approx(1.0, abs=1e-5)
+    assert drift["neighbour_overlap"] == pytest.approx(1.0, abs=0.01) and abs(drift["mean_cosine"]) < 0.5
+
+
+def test_a_rerun_of_a_finished_day_is_a_no_op_and_a_failed_day_leaves_the_last_version_published(
+        spark, day_one, tmp_path):
+    storage = day_one["storage"]
+    names = ("export/_LATEST", "reports/vocab.json", "reports/train.json", "reports/export.json", "model/_LATEST")
+    before = {name: storage.read_text(name) for name in names}
+    run_day(spark, storage.root, day_one["corpus"])
+    assert {name: storage.read_text(name) for name in names} == before
+    assert [name for name in storage.list_names("export") if name.startswith("version=")] == ["version=000001"]
+    failing = write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2)
+    with pytest.raises(UserError, match="occurs fewer than vocab.min_count = 1000000 times"):
+        run_day(spark, tmp_path / "root", failing, "vocab.min_count=1000000",
+                f"train.warm_start_from={day_one['export']}")
+    assert not Storage(spark, str(tmp_path / "root")).exists("export/_LATEST")
+    assert {name: storage.read_text(name) for name in names} == before
