@@ -142,7 +142,8 @@ def fake_run(spark, storage, words):
         pq.write_table(pa.table({"id": pa.array(range(count), pa.int32()), "vector": matrix_to_lists(matrix)}),
                        f"{directory}/part-00000.parquet")
     storage.write_json(MODEL_LATEST, {"round": 1})
-    storage.write_json("reports/vocab.json", {"counts": {"vocab_size": count}})
+    storage.write_json("reports/vocab.json", {"settings": {}, "counts": {
+        "vocab_size": count, "input": "fake", "files": [], "corpus_tokens": count, "fingerprint": "fake"}})
     storage.write_json("reports/train.json", {"settings": {}, "counts": {}})
 
 

@@ -152,9 +152,9 @@ def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float
     step unlimited; so each slot counts at least `GRADIENT_SHARE` x its |gradient| x |x|^2,
     which bounds how far the step moves the row's scores. The larger of the two counts, not
     their sum: a score that is not saturated is limited exactly as by its curvature (after 5
-    epochs at 2 shards the sum scored 38.2% analogy / 0.656 WS353, the larger 39.4% / 0.666). Where rate x that sum exceeds
-    `MAX_CURVATURE_STEP`, the row's step is scaled down to it. Rows of frequent words, summed
-    over many slots, are the ones limited. Without the curvature part, training diverged once
+    epochs at 2 shards the sum scored 38.2% analogy / 0.656 WS353, the larger 39.4% / 0.666).
+    Where rate x that sum exceeds `MAX_CURVATURE_STEP`, the row's step is scaled down to it.
+    Rows of frequent words, summed over many slots, are the ones limited. Without the curvature part, training diverged once
     the learning rate stayed near 0.025 for longer than about half an epoch (5-epoch runs);
     without the gradient part, 64 word groups diverged (their blocks repeat a few frequent
     pairs many times per minibatch) while 2 shards scored the same with it (simulated).
