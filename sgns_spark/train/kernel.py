@@ -154,10 +154,10 @@ def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float
     their sum: a score that is not saturated is limited exactly as by its curvature (after 5
     epochs at 2 shards the sum scored 38.2% analogy / 0.656 WS353, the larger 39.4% / 0.666).
     Where rate x that sum exceeds `MAX_CURVATURE_STEP`, the row's step is scaled down to it.
-    Rows of frequent words, summed over many slots, are the ones limited. Without the curvature part, training diverged once
-    the learning rate stayed near 0.025 for longer than about half an epoch (5-epoch runs);
-    without the gradient part, 64 word groups diverged (their blocks repeat a few frequent
-    pairs many times per minibatch) while 2 shards scored the same with it (simulated).
+    Rows of frequent words, summed over many slots, are the ones limited. Without the
+    curvature part, training diverged once the learning rate stayed near 0.025 for longer than
+    about half an epoch (5-epoch runs); without the gradient part, 64 word groups diverged
+    (their blocks repeat a few frequent pairs many times per minibatch; simulated).
 
     Parameters
     ----------
