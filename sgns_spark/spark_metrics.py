@@ -10,6 +10,7 @@ critical path: the sum over stages of their slowest task, plus the time the driv
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from datetime import datetime
@@ -17,13 +18,21 @@ from datetime import datetime
 from pyspark.sql import SparkSession
 
 REQUEST_TIMEOUT_SECONDS = 30
+HTTP_NOT_FOUND = 404
 MILLISECONDS = 1000.0
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%Z"
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_SECONDS) as response:  # noqa: S310 - the driver's own UI
-        return json.loads(response.read())
+def _get(url: str, missing=None):
+    """The JSON at `url`; `missing` when Spark no longer holds it (404: a stage attempt lost with
+    its executor, say), if given."""
+    try:
+        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT_SECONDS) as response:  # noqa: S310 - the driver's own UI
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code == HTTP_NOT_FOUND and missing is not None:
+            return missing
+        raise
 
 
 def _time(text: str) -> float:
@@ -50,7 +59,7 @@ def job_group_metrics(spark: SparkSession, group: str, kinds: dict[str, str]) ->
     base = f"{context.uiWebUrl}/api/v1/applications/{context.applicationId}"
     jobs = [job for job in _get(f"{base}/jobs") if job.get("jobGroup") == group]
     stage_ids = sorted({stage for job in jobs for stage in job["stageIds"]})
-    stages = [stage for stage_id in stage_ids for stage in _get(f"{base}/stages/{stage_id}")
+    stages = [stage for stage_id in stage_ids for stage in _get(f"{base}/stages/{stage_id}", missing=[])
               if stage["status"] == "COMPLETE" or stage["status"] == "FAILED"]
     by_kind: dict[str, int] = defaultdict(int)
     intervals, slowest = [], 0.0
@@ -58,7 +67,8 @@ def job_group_metrics(spark: SparkSession, group: str, kinds: dict[str, str]) ->
         if stage["shuffleWriteBytes"]:
             kind = next((kind for kind, module in kinds.items() if module in stage["name"]), "other")
             by_kind[kind] += stage["shuffleWriteBytes"]
-        summary = _get(f"{base}/stages/{stage['stageId']}/{stage['attemptId']}/taskSummary?quantiles=1.0")
+        summary = _get(f"{base}/stages/{stage['stageId']}/{stage['attemptId']}/taskSummary?quantiles=1.0",
+                       missing={})
         slowest += summary["duration"][0] / MILLISECONDS if summary.get("duration") else 0.0
         intervals.append((_time(stage["submissionTime"]), _time(stage["completionTime"])))
     if jobs:

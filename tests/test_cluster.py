@@ -93,7 +93,7 @@ def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(s
             killed.append(victims[0])
     returncode = process.wait(timeout=900)
     log.seek(0)
-    assert returncode == 0, log.read()[-3000:]
+    assert returncode == 0, log.read()[-3000:] + "".join(output)[-2000:]
     assert killed and "[export] published version 1" in "".join(output)
     assert "committed round 9" in "".join(output)
     reference = planted_run["storage"]

@@ -153,9 +153,18 @@ class Trainer:
             "words_per_second": words / elapsed if elapsed else 0.0,
             "worker_peak_rss_mib": round(totals.worker_peak_rss_mib, 1), "worker_python": totals.worker_python,
             **({"warm_start": self.warm_start.counts()} if self.warm_start else {}),
-            **(job_group_metrics(self.spark, group, SHUFFLE_KINDS) or {}),
+            **self.spark_figures(group),
         }
         report.step("train")
+
+    def spark_figures(self, group: str) -> dict:
+        """`sgns_spark.spark_metrics.job_group_metrics` of the training, or none with a warning:
+        reading Spark's figures never fails a trained model."""
+        try:
+            return job_group_metrics(self.spark, group, SHUFFLE_KINDS) or {}
+        except (OSError, ValueError, KeyError) as error:  # urllib's errors are OSErrors
+            print(f"[train] warning: Spark's stage figures are not in the report ({error})", flush=True)
+            return {}
 
     def next_job(self, done: int) -> list[Round]:
         """The rounds after the first `done` up to the one that passes ``commit_words`` words."""
