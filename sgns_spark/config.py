@@ -143,6 +143,16 @@ class TrainSettings:
     keep_rounds: int = setting(2, "model rounds kept on disk, newest first", low=1, high=1000)
     restart: bool = setting(False, "discard saved rounds and train from round 0")
 
+    @property
+    def serial_start_share(self) -> float:
+        """The share of the first epoch trained by the serial start (none when training is serial anyway)."""
+        return self.warmup_fraction if self.num_shards > 1 else 0.0
+
+    @property
+    def learning_rate_setting(self) -> str:
+        """The name of the setting the learning rate decays from: a warm start has its own."""
+        return "warm_start_learning_rate" if self.warm_start_from else "learning_rate"
+
 
 @dataclass(frozen=True)
 class ExportSettings:
@@ -338,7 +348,7 @@ def resolve(config: Config) -> Config:
 def automatic_rounds(train: TrainSettings) -> int:
     """The most rounds per epoch within the stage budget. A round costs one Spark stage for its
     pairs and one per group; each model load costs one, and the serial start two."""
-    warmup_stages = 2 if train.warmup_fraction > 0 and train.num_shards > 1 else 0
+    warmup_stages = 2 if train.serial_start_share > 0 else 0
     budget = STAGES_PER_SHARD * train.num_shards + SPARE_STAGES - 1 - warmup_stages
     return max(1, budget // (train.num_shards + 1))
 

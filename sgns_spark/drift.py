@@ -25,13 +25,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import lists_to_matrix, spark_schema
+from sgns_spark.vectors import NORM_FLOOR
 
 NEIGHBOUR_WORDS = 10_000
 NEIGHBOURS = 10
 QUERY_BLOCK = 512  # query words scored together against all candidates
-NORM_FLOOR = 1e-12
 PRODUCT_SCHEMA = pa.schema([("words", pa.int64()), ("cosine_sum", pa.float64()), ("product", pa.binary())])
-OVERLAP_SCHEMA = pa.schema([("overlap_sum", pa.float64())])
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

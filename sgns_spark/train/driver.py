@@ -103,8 +103,8 @@ class Trainer:
     def __init__(self, spark: SparkSession, config: Config, storage: Storage, vocab_report: dict, settings: dict):
         self.spark, self.config, self.storage, self.settings = spark, config, storage, settings
         train = config.train
-        columns = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).orderBy("id").select(
-            "count", "keep_prob", "noise_weight").toArrow()
+        vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY))
+        columns = vocab.orderBy("id").select("count", "keep_prob", "noise_weight").toArrow()
         keep_probability = columns.column("keep_prob").to_numpy()
         noise_weights = columns.column("noise_weight").to_numpy()
         kept_counts = columns.column("count").to_numpy().astype(np.float64) * keep_probability
@@ -120,9 +120,8 @@ class Trainer:
         self.corpus = corpus.select("sentence_key", "ids", sentence_position(train.seed).alias("position"))
         self.warm_start = None
         if train.warm_start_from:
-            vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("word", "id")
-            self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim), vocab,
-                                        self.vocab_size)
+            self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim),
+                                        vocab.select("word", "id"), self.vocab_size)
 
     def run(self, report: StageReport) -> None:
         """Train every round not yet committed, one Spark job per committed version."""
@@ -217,7 +216,7 @@ class Trainer:
         description = f"rounds {first.number}-{job[-1].number} of {len(self.schedule)}"
         if not math.isfinite(result.loss):
             self.storage.delete(staged)
-            rate = "warm_start_learning_rate" if train.warm_start_from else "learning_rate"
+            rate = train.learning_rate_setting
             raise UserError(
                 f"training diverged in {description}: the loss is not finite; lower train.{rate} "
                 f"(now {getattr(train, rate)}); model round {done} stays the latest"

@@ -64,9 +64,6 @@ def noise_scales(kept_counts: np.ndarray, noise_weights: np.ndarray, groups: int
     return np.divide(noise_mass, center_share, out=np.zeros(groups), where=center_share > 0)
 
 
-
-
-
 @dataclass(frozen=True)
 class Round:
     """One round of the schedule.
@@ -94,16 +91,11 @@ class Round:
         return self.high - self.low
 
 
-def warmup_share(settings: TrainSettings) -> float:
-    """The share of the first epoch trained by the serial start (none when training is serial anyway)."""
-    return settings.warmup_fraction if settings.num_shards > 1 else 0.0
-
-
 def rounds(settings: TrainSettings) -> list[Round]:
     """Every round of the run, in order."""
     schedule: list[Round] = []
     for epoch in range(settings.epochs):
-        start = warmup_share(settings) if epoch == 0 else 0.0
+        start = settings.serial_start_share if epoch == 0 else 0.0
         slices = [(1, 0.0, start)] if start > 0 else []
         edges = start + (1.0 - start) * np.arange(settings.rounds_per_epoch + 1) / settings.rounds_per_epoch
         slices += [(settings.num_shards, float(low), float(high))
@@ -119,6 +111,6 @@ def learning_rate(settings: TrainSettings, progress: float) -> float:
 
     `progress` is the words trained so far, in epochs.
     """
-    start = settings.warm_start_learning_rate if settings.warm_start_from else settings.learning_rate
+    start = getattr(settings, settings.learning_rate_setting)
     ratio = max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
     return start * ratio

@@ -10,6 +10,7 @@ ids are new), never rows or a dictionary of words.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +55,7 @@ def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
         raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
                         "give a version directory or an export root with _LATEST")
     text = storage.read_text(MANIFEST_NAME)
-    manifest = storage.read_json(MANIFEST_NAME)
+    manifest = json.loads(text)
     if not storage.exists(MODEL_ROWS_NAME):
         raise UserError(f"{SETTING} = {location} was published without its model rows ({MODEL_ROWS_NAME}); "
                         "export it again with this version of sgns-spark")
