@@ -132,8 +132,9 @@ class TrainSettings:
     warm_start_from: str = setting("", "a published version, or an export root whose _LATEST is followed (any "
                                        "Hadoop URI): words it shares with this vocabulary start from its rows; "
                                        '"" = a cold start')
-    warm_start_learning_rate: float = setting(0.01, "start of the linear decay for a warm start: lower keeps "
-                                                    "shared words nearer their parent rows", low=1e-6, high=10.0)
+    warm_start_learning_rate: float = setting(0.01, "start of the linear decay of the rows a warm start carries "
+                                                    "over (new words start at learning_rate): lower keeps them "
+                                                    "nearer their parent rows; 0 = frozen", low=0.0, high=10.0)
     learning_rate: float = setting(0.025, "start of the linear decay", low=1e-6, high=10.0)
     min_learning_rate_ratio: float = setting(1e-4, "floor of the decay, as a fraction of learning_rate",
                                              low=0.0, high=1.0)
@@ -147,11 +148,6 @@ class TrainSettings:
     def serial_start_share(self) -> float:
         """The share of the first epoch trained by the serial start (none when training is serial anyway)."""
         return self.warmup_fraction if self.num_shards > 1 else 0.0
-
-    @property
-    def learning_rate_setting(self) -> str:
-        """The name of the setting the learning rate decays from: a warm start has its own."""
-        return "warm_start_learning_rate" if self.warm_start_from else "learning_rate"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from sgns_spark.train import kernel
-from sgns_spark.train.kernel import GRADIENT_SHARE, scatter_add_rows, sgns_step
+from sgns_spark.train.kernel import GRADIENT_SHARE, CarriedRows, scatter_add_rows, sgns_step
 
 NEGATIVE = 3
 
@@ -47,8 +47,11 @@ def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_
     row, and (if `limited`) each row's step limited so that rate x its summed
     max(s(1 - s), GRADIENT_SHARE |gradient|) |x|^2 is at most 1.
 
+    `rate` is one step size, or ``(input rates (rows,), output rates (rows,))`` of every row.
+
     Returns the new input and output vectors and the step factors of both (1 = not limited).
     """
+    rates = (rate, rate) if np.isscalar(rate) else rate
     gradient_in = np.zeros(input_vectors.shape)
     gradient_out = np.zeros(output_vectors.shape)
     curvature_in = np.zeros(len(input_vectors))
@@ -67,10 +70,10 @@ def reference_step(input_vectors, output_vectors, unit_rows, unit_pairs, center_
             curvature_out[row] += sensitivity * (v @ v)
     factors = []
     new_vectors = []
-    for vectors, gradient, curvature in ((input_vectors, gradient_in, curvature_in),
-                                         (output_vectors, gradient_out, curvature_out)):
-        factor = np.minimum(1.0, 1.0 / np.maximum(rate * curvature, 1e-12)) if limited else np.ones(len(vectors))
-        new_vectors.append(vectors + (rate * factor)[:, None] * gradient)
+    for vectors, gradient, curvature, side_rate in ((input_vectors, gradient_in, curvature_in, rates[0]),
+                                                    (output_vectors, gradient_out, curvature_out, rates[1])):
+        factor = np.minimum(1.0, 1.0 / np.maximum(side_rate * curvature, 1e-12)) if limited else np.ones(len(vectors))
+        new_vectors.append(vectors + (side_rate * factor)[:, None] * gradient)
         factors.append(factor)
     return (*new_vectors, *factors)
 
@@ -94,6 +97,24 @@ def test_kernel_matches_per_pair_reference_with_duplicate_ids():
         np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
     factors = np.concatenate([factor_in, factor_out])
     assert (factors < 0.9).any() and (factors == 1).any()
+
+
+def test_carried_rows_step_at_their_own_rate_as_the_reference_and_stay_put_at_rate_zero():
+    rng = np.random.default_rng(3)
+    arrays = batch_with_duplicates(rng)
+    input_carried = np.array([True, False, True, False, False, True, False])  # rows 0 and 2 are context rows
+    output_carried = np.array([False, True, True, False, True, False, False])
+    for rate, carried_rate in ((0.5, 0.05), (0.1, 0.0)):
+        rates = tuple(np.where(flags, carried_rate, rate) for flags in (input_carried, output_carried))
+        expected_in, expected_out, *_ = reference_step(*arrays, rates)
+        input_vectors, output_vectors, *rest = (a.copy() for a in arrays)
+        sgns_step(input_vectors, output_vectors, *rest, NEGATIVE / arrays[5].size, rate,
+                  carried=CarriedRows(input_carried, output_carried, carried_rate))
+        np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
+        np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
+        assert not np.allclose(input_vectors[1], arrays[0][1])  # a row not carried moved
+    np.testing.assert_array_equal(input_vectors[input_carried], arrays[0][input_carried])  # rate 0: frozen
+    np.testing.assert_array_equal(output_vectors[output_carried], arrays[1][output_carried])
 
 
 def test_step_limit_keeps_a_large_rate_from_raising_the_loss():

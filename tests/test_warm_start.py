@@ -91,6 +91,29 @@ def test_day_two_starts_from_day_one_rows_new_words_fresh_dropped_words_gone(spa
     assert manifest["lineage"]["settings"]["train.warm_start_from"] == day_one["export"]
 
 
+def test_carried_rows_frozen_at_rate_zero_leave_training_as_they_came_while_new_words_learn(
+        spark, day_one, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2)
+    storage = run_day(spark, tmp_path / "root", corpus, f"train.warm_start_from={day_one['export']}",
+                      "train.warm_start_learning_rate=0")
+    version = storage.read_json("export/_LATEST")["path"].removeprefix("file:")
+    parent = {row["word"]: row for row in pq.read_table(f"{day_one['version']}/model.parquet").to_pylist()}
+    trained = pq.read_table(f"{version}/model.parquet").to_pylist()
+    vocab = {row["word"]: row["id"] for row in spark.read.parquet(storage.path("vocab")).collect()}
+    cold = {side: np.zeros((len(vocab), DIM), np.float32) for side in (INPUT_SIDE, OUTPUT_SIDE)}
+    for _, chunk in initial_rows(spark, len(vocab), DIM, seed=4, groups=2, phase=0).collect():
+        cold[chunk.side][chunk.ids] = chunk.vectors
+    carried = [row for row in trained if row["word"] in parent]
+    new = [row for row in trained if row["word"] not in parent]
+    assert len(carried) == 50 and len(new) == 20
+    for row in carried:
+        for column in ("input_vector", "output_vector"):
+            assert row[column] == parent[row["word"]][column]  # bit for bit after a whole epoch
+    for row in new:
+        assert not np.allclose(row["input_vector"], cold[INPUT_SIDE][vocab[row["word"]]], atol=1e-3)
+        assert np.abs(row["output_vector"]).max() > 1e-3  # output rows start at zero
+
+
 def test_a_parent_that_is_missing_or_of_another_dim_is_refused_in_one_line(spark, day_one, tmp_path):
     with pytest.raises(UserError, match=f"train.warm_start_from = {day_one['export']} has dim {DIM} but "
                                         "train.dim = 16; set train.dim = 8 or start cold"):

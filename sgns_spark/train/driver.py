@@ -122,6 +122,7 @@ class Trainer:
         if train.warm_start_from:
             self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim),
                                         vocab.select("word", "id"), self.vocab_size)
+        self.carried = context.broadcast(self.warm_start.carried) if self.warm_start else None
 
     def run(self, report: StageReport) -> None:
         """Train every round not yet committed, one Spark job per committed version."""
@@ -206,7 +207,7 @@ class Trainer:
                 phase_plan = PhasePlan(plan, phase, *successor)
                 trained = pairs.union(rows).mapPartitionsWithIndex(functools.partial(
                     train_partition, plan=phase_plan, noise_weights=self.noise_weights,
-                    noise_scale=self.noise_scales[planned.groups], statistics=statistics))
+                    noise_scale=self.noise_scales[planned.groups], carried=self.carried, statistics=statistics))
                 rows = trained if ends_job else shuffle_rows(trained, successor[0])
         staged = self.storage.staging_path(f"round-{job[-1].number:06d}")
         write_rows(self.spark, rows, self.storage.path(staged), train.dim)
@@ -216,10 +217,10 @@ class Trainer:
         description = f"rounds {first.number}-{job[-1].number} of {len(self.schedule)}"
         if not math.isfinite(result.loss):
             self.storage.delete(staged)
-            rate = train.learning_rate_setting
+            warm = f" or train.warm_start_learning_rate (now {train.warm_start_learning_rate})"
             raise UserError(
-                f"training diverged in {description}: the loss is not finite; lower train.{rate} "
-                f"(now {getattr(train, rate)}); model round {done} stays the latest"
+                f"training diverged in {description}: the loss is not finite; lower train.learning_rate "
+                f"(now {train.learning_rate}){warm if self.warm_start else ''}; model round {done} stays the latest"
             )
         last = job[-1]
         commit_round(self.storage, staged, {"round": last.number, "epoch": last.epoch,
@@ -273,9 +274,10 @@ def pairs_batches(batches: Iterator[pa.RecordBatch], plan: RoundPlan, keep_proba
 
 
 def train_partition(task: int, records: Iterator, plan: PhasePlan, noise_weights, noise_scale: np.ndarray,
-                    statistics) -> Iterator:
-    """Executor side of a phase: unwrap the broadcast, train the task's block, report."""
-    keyed, result = train_phase(task, (record for _, record in records), plan, noise_weights.value, noise_scale)
+                    carried, statistics) -> Iterator:
+    """Executor side of a phase: unwrap the broadcasts, train the task's block, report."""
+    keyed, result = train_phase(task, (record for _, record in records), plan, noise_weights.value, noise_scale,
+                                None if carried is None else carried.value)
     statistics.add(result)
     return iter(keyed)
 

@@ -28,13 +28,25 @@ not overshoot.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SCORE_CLIP = 30.0  # |score| beyond which sigmoid is 0 or 1 in float32 anyway
 LOG_FLOOR = 1e-7  # keeps log(sigmoid) finite when a score saturates
 
 MAX_CURVATURE_STEP = np.float32(1.0)  # bound on rate x a row's summed curvature; see curvature_step_limit
 GRADIENT_SHARE = np.float32(0.5)  # share of each slot's |gradient| counted at least; see curvature_step_limit
+
+
+class CarriedRows(NamedTuple):
+    """A warm start's rows carried over from its parent, which learn at a rate of their own."""
+
+    input_rows: np.ndarray  # (input rows,) bool: the row is carried over; field INPUT_SIDE
+    output_rows: np.ndarray  # (output rows,) bool; field OUTPUT_SIDE
+    learning_rate: float  # the step size of the carried rows; every other row takes the step's
 
 
 def sigmoid(scores: np.ndarray) -> np.ndarray:
@@ -57,6 +69,7 @@ def sgns_step(
     learning_rate: float,
     with_loss: bool = True,
     applied_curvature: tuple[np.ndarray, np.ndarray] | None = None,
+    carried: CarriedRows | None = None,
 ) -> float:
     """Apply one SGD step in place (curvature-limited per row); return the batch's loss before it.
 
@@ -82,6 +95,11 @@ def sgns_step(
     learning_rate : float
     with_loss : bool
         Compute the loss (it costs about 5% of the step); 0.0 is returned otherwise.
+    applied_curvature : tuple of numpy.ndarray, optional
+        ``(input rows,)`` and ``(output rows,)`` float32 sums of each row's limited step
+        curvature, added to in place (a diagnostic of the benchmark's simulator).
+    carried : CarriedRows, optional
+        Rows that step at ``carried.learning_rate`` instead of `learning_rate`.
 
     Returns
     -------
@@ -123,10 +141,11 @@ def sgns_step(
         positive_sensitivity * unit_norms[pair_unit],  # (B,)
         noise_sensitivity.T @ unit_norms,  # (M,)
     ])
-    rate = np.float32(learning_rate)
     input_applied, output_applied = applied_curvature or (None, None)
-    input_rates = rate * curvature_step_limit(input_slots, input_curvature, rate, input_applied)  # (B + U,)
-    output_rates = rate * curvature_step_limit(output_slots, output_curvature, rate, output_applied)  # (B + M,)
+    input_rate = slot_rates(input_slots, learning_rate, carried, INPUT_SIDE)  # (B + U,), or a scalar
+    output_rate = slot_rates(output_slots, learning_rate, carried, OUTPUT_SIDE)  # (B + M,), or a scalar
+    input_rates = input_rate * curvature_step_limit(input_slots, input_rate * input_curvature, input_applied)
+    output_rates = output_rate * curvature_step_limit(output_slots, output_rate * output_curvature, output_applied)
     # each slot's step, its rate folded into the gradient's scalar factors, written in place
     input_update = np.empty((pairs + units_count, centers.shape[1]), dtype=np.float32)  # (B + U, dim)
     np.multiply((positive_gradient * input_rates[:pairs])[:, None], centers, out=input_update[:pairs])
@@ -139,7 +158,17 @@ def sgns_step(
     return loss
 
 
-def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float32,
+def slot_rates(slots: np.ndarray, learning_rate: float, carried: CarriedRows | None, side: int
+               ) -> np.ndarray | np.float32:
+    """Each slot's step size on `side`: ``carried.learning_rate`` where its
+    row is carried over, else `learning_rate` (one scalar when no row is carried)."""
+    rate = np.float32(learning_rate)
+    if carried is None:
+        return rate
+    return np.where(carried[side][slots], np.float32(carried.learning_rate), rate)  # (slots,)
+
+
+def curvature_step_limit(rows: np.ndarray, step_curvature: np.ndarray,
                          applied: np.ndarray | None = None) -> np.ndarray:
     """``(slots,) float32`` factors <= 1 that keep each row's summed step from overshooting.
 
@@ -153,7 +182,7 @@ def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float
     which bounds how far the step moves the row's scores. The larger of the two counts, not
     their sum: a score that is not saturated is limited exactly as by its curvature (after 5
     epochs at 2 shards the sum scored 38.2% analogy / 0.656 WS353, the larger 39.4% / 0.666).
-    Where rate x that sum exceeds `MAX_CURVATURE_STEP`, the row's step is scaled down to it.
+    Where the row's rate x that sum exceeds `MAX_CURVATURE_STEP`, its step is scaled down to it.
     Rows of frequent words, summed over many slots, are the ones limited. Without the
     curvature part, training diverged once the learning rate stayed near 0.025 for longer than
     about half an epoch (5-epoch runs); without the gradient part, 64 word groups diverged
@@ -163,14 +192,15 @@ def curvature_step_limit(rows: np.ndarray, curvature: np.ndarray, rate: np.float
     ----------
     rows : numpy.ndarray
         ``(slots,)`` row of each slot, repeats allowed.
-    curvature : numpy.ndarray
-        ``(slots,)`` each slot's summed ``max(s(1 - s), GRADIENT_SHARE |g|) |x|^2``.
-    rate : numpy.float32
-        The step size.
+    step_curvature : numpy.ndarray
+        ``(slots,)`` each slot's rate x its summed ``max(s(1 - s), GRADIENT_SHARE |g|) |x|^2``
+        (a row's slots share one rate).
+    applied : numpy.ndarray, optional
+        ``(rows,)`` each row's limited rate x curvature, added to in place.
     """
     unique_rows, slot_row = np.unique(rows, return_inverse=True)
-    row_curvature = np.bincount(slot_row, weights=curvature, minlength=unique_rows.size)  # (rows,)
-    step_curvature = (rate * row_curvature).astype(np.float32)  # (rows,)
+    step_curvature = np.bincount(slot_row, weights=step_curvature, minlength=unique_rows.size
+                                 ).astype(np.float32)  # (rows,)
     if applied is not None:
         applied[unique_rows] += np.minimum(step_curvature, MAX_CURVATURE_STEP)
     return (MAX_CURVATURE_STEP / np.maximum(step_curvature, MAX_CURVATURE_STEP))[slot_row]

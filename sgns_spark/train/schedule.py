@@ -105,12 +105,11 @@ def rounds(settings: TrainSettings) -> list[Round]:
     return schedule
 
 
-def learning_rate(settings: TrainSettings, progress: float) -> float:
-    """Linear decay over all epochs' words, floored at start x min ratio (word2vec.c). The start
-    is ``learning_rate``, or ``warm_start_learning_rate`` for a warm start.
+def decay(settings: TrainSettings, progress: float) -> float:
+    """The learning rates' factor: a linear decay over all epochs' words, floored at the min ratio
+    (word2vec.c). Every rate starts at ``learning_rate``, but a warm start's carried-over rows
+    at ``warm_start_learning_rate``.
 
     `progress` is the words trained so far, in epochs.
     """
-    start = getattr(settings, settings.learning_rate_setting)
-    ratio = max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
-    return start * ratio
+    return max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)

@@ -24,7 +24,7 @@ import pyarrow as pa
 from sgns_spark.arrow import list_lengths
 from sgns_spark.config import TrainSettings
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.train.kernel import sgns_step
+from sgns_spark.train.kernel import CarriedRows, sgns_step
 from sgns_spark.train.sampling import (
     NOISE_STREAM,
     SUBSAMPLE_STREAM,
@@ -37,7 +37,7 @@ from sgns_spark.train.sampling import (
 from sgns_spark.train.schedule import (
     INPUT_SIDE,
     OUTPUT_SIDE,
-    learning_rate,
+    decay,
     owner_task,
     pair_strata,
     word_groups,
@@ -86,10 +86,11 @@ class PhasePlan:
     next_groups: int
     next_phase: int
 
-    def learning_rate(self, fraction_of_phase: float) -> float:
-        """Linear decay on the global (expected) word count, floored (word2vec.c)."""
+    def decay(self, fraction_of_phase: float) -> float:
+        """The learning rates' factor (`sgns_spark.train.schedule.decay`) on the global (expected)
+        word count."""
         share = (self.phase + fraction_of_phase) / self.round.groups  # of the round
-        return learning_rate(self.round.settings, self.round.progress_start + self.round.progress_span * share)
+        return decay(self.round.settings, self.round.progress_start + self.round.progress_span * share)
 
 
 def sentence_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +181,8 @@ class PhaseStatistics:
 
 
 def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noise_weights: np.ndarray,
-                noise_scale: np.ndarray) -> tuple[list[tuple[int, Rows]], PhaseStatistics]:
+                noise_scale: np.ndarray, carried: np.ndarray | None = None
+                ) -> tuple[list[tuple[int, Rows]], PhaseStatistics]:
     """Local SGD over one task's block of a phase; return its rows keyed by their next owner.
 
     Parameters
@@ -194,6 +196,9 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
         ``(vocab,)`` P_n of every word.
     noise_scale : numpy.ndarray
         ``(groups,)`` `sgns_spark.train.schedule.noise_scales` of the round.
+    carried : numpy.ndarray, optional
+        ``(vocab,) bool`` the words a warm start carried over, which learn from
+        ``warm_start_learning_rate``.
     """
     settings = plan.round.settings
     rows = {INPUT_SIDE: [], OUTPUT_SIDE: []}
@@ -207,7 +212,7 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
     inputs = local_rows(rows[INPUT_SIDE], settings.dim, vocab_size)
     outputs = local_rows(rows[OUTPUT_SIDE], settings.dim, vocab_size)
     parts.sort(key=lambda part: (part.source, part.part))
-    loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task)
+    loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task, carried)
     if not (np.isfinite(inputs.vectors).all() and np.isfinite(outputs.vectors).all()):
         loss = float("nan")
     keyed = [*next_owners(inputs, INPUT_SIDE, plan), *next_owners(outputs, OUTPUT_SIDE, plan)]
@@ -215,7 +220,8 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
 
 
 def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan: PhasePlan,
-                noise_weights: np.ndarray, noise_scale: np.ndarray, task: int) -> tuple[float, int]:
+                noise_weights: np.ndarray, noise_scale: np.ndarray, task: int, carried: np.ndarray | None
+                ) -> tuple[float, int]:
     """Minibatches of `batch_pairs` pairs over the block, in order; return the loss and pairs."""
     settings = plan.round.settings
     context_ids = np.concatenate([part.context_ids for part in parts] + [np.zeros(0, np.int32)])  # (units,)
@@ -238,14 +244,17 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
     pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
     unit_rows = inputs.row_of_id[context_ids]  # (units,)
     center_rows = outputs.row_of_id[center_ids]  # (pairs,)
+    carried_rows = None if carried is None else (carried[inputs.ids], carried[outputs.ids])  # (local,) each
     loss, sampled_pairs = 0.0, 0
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
         pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
         with_loss = number % LOSS_SAMPLE_INTERVAL == 0
+        factor = plan.decay(pair_first / pairs)
         loss += sgns_step(
             inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
-            center_rows[pair_first:pair_stop], pools[number], noise_weight,
-            plan.learning_rate(pair_first / pairs), with_loss,
+            center_rows[pair_first:pair_stop], pools[number], noise_weight, settings.learning_rate * factor,
+            with_loss, carried=None if carried_rows is None else CarriedRows(
+                *carried_rows, settings.warm_start_learning_rate * factor),
         )
         sampled_pairs += pair_stop - pair_first if with_loss else 0
     return loss * pairs / max(sampled_pairs, 1), pairs  # the sampled batches' loss, scaled to all pairs

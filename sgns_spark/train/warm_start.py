@@ -4,7 +4,8 @@ Words in both vocabularies start from the parent's input and output rows as trai
 version's ``model.parquet``, never normalised); new words from the seeded initialisation, the
 very rows a cold start would give them; words the new vocabulary lacks are dropped. The rows
 are matched by a Spark join on the word: the driver holds one vocabulary-sized flag array (which
-ids are new), never rows or a dictionary of words.
+ids are carried over), never rows or a dictionary of words. The carried rows learn from their
+own rate, ``train.warm_start_learning_rate``, and new words from ``train.learning_rate``.
 """
 
 from __future__ import annotations
@@ -78,11 +79,13 @@ class WarmStart:
         self.spark, self.parent, self.vocab_size = spark, parent, vocab_size
         trained = spark.read.parquet(Storage(spark, parent.path, SETTING).path(MODEL_ROWS_NAME))
         self.shared = vocab.join(trained, "word").select("id", "input_vector", "output_vector")
-        self.shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
+        shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
+        self.carried = np.zeros(vocab_size, dtype=bool)  # (vocab,) the ids whose rows come from the parent
+        self.carried[shared_ids] = True
 
     def counts(self) -> dict:
         """``parent`` (its lineage), ``shared_words``, ``new_words``, ``dropped_words``."""
-        shared = int(self.shared_ids.size)
+        shared = int(self.carried.sum())
         return {"parent": self.parent.lineage(), "shared_words": shared, "new_words": self.vocab_size - shared,
                 "dropped_words": self.parent.vocab_size - shared}
 
@@ -91,9 +94,6 @@ class WarmStart:
         the parent's for shared words, the seeded initialisation for new ones."""
         sides = [self.shared.select("id", F.col(column).alias("vector"), F.lit(SIDE_NAMES[side]).alias(SIDE_COLUMN))
                  for side, column in ((INPUT_SIDE, "input_vector"), (OUTPUT_SIDE, "output_vector"))]
-        fresh = np.ones(self.vocab_size, dtype=bool)  # (vocab,)
-        fresh[self.shared_ids] = False
         carried = keyed_rows(sides[0].unionByName(sides[1]), dim, groups, phase)
-        fresh_ids = self.spark.sparkContext.broadcast(fresh)
-        new = initial_rows(self.spark, self.vocab_size, dim, seed, groups, phase, fresh_ids)
-        return carried.union(new)
+        fresh = self.spark.sparkContext.broadcast(~self.carried)
+        return carried.union(initial_rows(self.spark, self.vocab_size, dim, seed, groups, phase, fresh))
