@@ -17,6 +17,7 @@ SHARDS ?= 2
 SYSTEMS ?= ours,gensim,mllib
 MODE ?= default
 QUICK ?=
+SET ?=
 BENCH_CORPUS ?= ../shared/data/enwiki_text8style_1e8.gz
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -56,7 +57,7 @@ $(BENCH_STAMP): $(STAMP)
 # Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim] [MODE=scaling|size|memory|retrain]
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --corpus $(BENCH_CORPUS) --epochs $(EPOCHS) --shards $(SHARDS) \
-		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick)
+		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment))
 
 bench-report: $(BENCH_STAMP)
 	$(PY) bench/report.py

@@ -5,7 +5,7 @@ scored by the project's own evaluation code (DESIGN.md section 5). One JSON file
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
-                        [--quick] [--mode default|scaling|size|memory|retrain]
+                        [--quick] [--mode default|scaling|size|memory|retrain] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ MEMORY_SEED = 1
 ZIPF_EXPONENT = 1.0
 FLOAT32_BYTES = 4
 BYTES_PER_MIB = 1 << 20
+OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours (filled once, by main)
 
 
 def corpus_words(source: Path):
@@ -134,7 +135,7 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
         "spark.master": MASTER, "spark.driver_memory": "4g", "train.dim": settings["dim"],
         "train.window": settings["window"], "train.negative": settings["negative"],
         "vocab.sample": settings["sample"], "vocab.min_count": settings["min_count"],
-        "train.epochs": epochs, "train.num_shards": shards, **(extra or {}),
+        "train.epochs": epochs, "train.num_shards": shards, **OVERRIDES, **(extra or {}),
     }
     evaluate = not stages
     if evaluate:
@@ -352,10 +353,13 @@ def main() -> None:
     parser.add_argument("--systems", default="ours,gensim,mllib")
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
     parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain"), default="default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of every run of ours, e.g. train.noise_pool=64 (make bench SET=...)")
     parser.add_argument("--child", choices=("gensim", "mllib", "drift"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    OVERRIDES.update(assignment.split("=", 1) for assignment in arguments.set)
     if arguments.child == "drift":
         return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
     if arguments.child == "gensim":

@@ -51,6 +51,10 @@ def test_pipeline_through_spark_submit_on_local_cluster_with_packaged_environmen
     assert "[export] published version 1" in result.stdout
     train = json.loads((root / "reports" / "train.json").read_text())
     assert train["counts"]["rounds"] == 4 and train["counts"]["trained_words"] > 0  # serial start + 3 rounds
+    # the executors' own time by part came back through the accumulator, within Spark's task time
+    parts = train["counts"]["task_seconds_by_part"]
+    assert set(parts) == {"pairs", "receive", "kernel", "send"} and parts["kernel"] > 0 and parts["pairs"] > 0
+    assert sum(parts.values()) <= train["counts"]["task_seconds"]
     # the executors ran the archive Spark unpacked into their application work directory
     worker_python = train["counts"]["worker_python"]
     assert worker_python.endswith("/environment/bin/python") and "/work/app-" in worker_python

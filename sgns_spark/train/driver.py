@@ -41,7 +41,16 @@ from sgns_spark.train.model_store import (
     write_rows,
 )
 from sgns_spark.train.schedule import Round, noise_scales, rounds
-from sgns_spark.train.task import SOURCE_SHIFT, Pairs, PhasePlan, PhaseStatistics, RoundPlan, source_pairs, train_phase
+from sgns_spark.train.task import (
+    SOURCE_SHIFT,
+    TASK_PARTS,
+    Pairs,
+    PhasePlan,
+    PhaseStatistics,
+    RoundPlan,
+    source_pairs,
+    train_phase,
+)
 from sgns_spark.train.warm_start import WarmStart, parent_version
 
 POSITION_SALT = 1  # keeps a sentence's round independent of other hashes of its key
@@ -123,6 +132,7 @@ class Trainer:
             self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim),
                                         vocab.select("word", "id"), self.vocab_size)
         self.carried = context.broadcast(self.warm_start.carried) if self.warm_start else None
+        self.commit_seconds = 0.0  # the driver's time moving committed versions into place
 
     def run(self, report: StageReport) -> None:
         """Train every round not yet committed, one Spark job per committed version."""
@@ -152,6 +162,8 @@ class Trainer:
             "trained_words": words, "pairs": totals.pairs, "mean_loss": totals.loss / max(totals.pairs, 1),
             "words_per_second": words / elapsed if elapsed else 0.0,
             "worker_peak_rss_mib": round(totals.worker_peak_rss_mib, 1), "worker_python": totals.worker_python,
+            "task_seconds_by_part": {part: round(totals.seconds.get(part, 0.0), 3) for part in TASK_PARTS},
+            "commit_seconds": round(self.commit_seconds, 3),
             **({"warm_start": self.warm_start.counts()} if self.warm_start else {}),
             **self.spark_figures(group),
         }
@@ -198,7 +210,7 @@ class Trainer:
         kept = []
         for planned in job:
             plan = self.round_plan(planned)
-            pairs = persisted(self.round_pairs(plan, planned))
+            pairs = persisted(self.round_pairs(plan, planned, statistics))
             kept.append(pairs)
             following = self.schedule[planned.number] if planned.number < len(self.schedule) else planned
             for phase in range(planned.groups):
@@ -223,9 +235,11 @@ class Trainer:
                 f"(now {train.learning_rate}){warm if self.warm_start else ''}; model round {done} stays the latest"
             )
         last = job[-1]
+        committing = time.perf_counter()
         commit_round(self.storage, staged, {"round": last.number, "epoch": last.epoch,
                                             "round_in_epoch": last.index, "settings": self.settings},
                      train.keep_rounds)
+        self.commit_seconds += time.perf_counter() - committing
         seconds = time.perf_counter() - started
         words = self.words(job)
         print(f"[train] {description} (epoch {last.epoch + 1}/{train.epochs}): {words:,.0f} words in "
@@ -243,12 +257,13 @@ class Trainer:
               f"over, {counts['new_words']:,} new, {counts['dropped_words']:,} dropped", flush=True)
         return self.warm_start.rows(train.dim, train.seed, groups, 0)
 
-    def round_pairs(self, plan: RoundPlan, planned: Round) -> RDD:
+    def round_pairs(self, plan: RoundPlan, planned: Round, statistics) -> RDD:
         """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""
         position = F.col("position")
         sentences = self.corpus.where((position >= planned.low) & (position < planned.high))
         parts = sentences.select("sentence_key", "ids").mapInArrow(
-            functools.partial(pairs_batches, plan=plan, keep_probability=self.keep_probability),
+            functools.partial(pairs_batches, plan=plan, keep_probability=self.keep_probability,
+                              statistics=statistics),
             spark_schema(PAIRS_SCHEMA))
         records = parts.rdd.map(lambda row: (row["task"], Pairs(
             row["stratum"], row["source"], row["part"], np.frombuffer(row["context_ids"], np.int32),
@@ -256,12 +271,15 @@ class Trainer:
         return records.partitionBy(planned.groups, task_partition)
 
 
-def pairs_batches(batches: Iterator[pa.RecordBatch], plan: RoundPlan, keep_probability) -> Iterator[pa.RecordBatch]:
+def pairs_batches(batches: Iterator[pa.RecordBatch], plan: RoundPlan, keep_probability, statistics
+                  ) -> Iterator[pa.RecordBatch]:
     """Executor side of `Trainer.round_pairs`: each batch of sentences is a source of pairs."""
     partition = TaskContext.get().partitionId()
     keep = keep_probability.value
     for number, batch in enumerate(batches):
+        started = time.perf_counter()
         found = list(source_pairs(pa.Table.from_batches([batch]), (partition << SOURCE_SHIFT) | number, plan, keep))
+        statistics.add(PhaseStatistics(seconds={"pairs": time.perf_counter() - started}))
         if found:
             yield pa.RecordBatch.from_pydict({
                 "task": pa.array([task for task, _ in found], pa.int32()),

@@ -14,8 +14,9 @@ index), and records are sorted before use, so a retried task produces identical 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -47,6 +48,9 @@ MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2
 MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
 LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
 SOURCE_SHIFT = 24  # source = scan partition << 24 | batch number within it
+# the parts of a task's own time: making pairs from sentences; taking in a phase's records (their
+# deserialization included) and sorting its rows; the kernel's minibatches; keying rows for the next phase
+TASK_PARTS = ("pairs", "receive", "kernel", "send")
 
 
 class Rows(NamedTuple):
@@ -167,17 +171,23 @@ def local_rows(chunks: list[Rows], dim: int, vocab_size: int) -> LocalRows:
 
 @dataclass
 class PhaseStatistics:
-    """What a phase's tasks report to the driver (summed by an accumulator)."""
+    """What the training's tasks report to the driver (summed by an accumulator).
+
+    ``seconds`` is the tasks' own time by part (`TASK_PARTS`), summed over tasks.
+    """
 
     loss: float = 0.0
     pairs: int = 0
     worker_peak_rss_mib: float = 0.0
     worker_python: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: PhaseStatistics) -> PhaseStatistics:
+        seconds = {part: self.seconds.get(part, 0.0) + other.seconds.get(part, 0.0)
+                   for part in {**self.seconds, **other.seconds}}
         return PhaseStatistics(self.loss + other.loss, self.pairs + other.pairs,
                                max(self.worker_peak_rss_mib, other.worker_peak_rss_mib),
-                               max(self.worker_python, other.worker_python))
+                               max(self.worker_python, other.worker_python), seconds)
 
 
 def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noise_weights: np.ndarray,
@@ -201,6 +211,7 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
         ``warm_start_learning_rate``.
     """
     settings = plan.round.settings
+    started = time.perf_counter()
     rows = {INPUT_SIDE: [], OUTPUT_SIDE: []}
     parts = []
     for record in records:
@@ -212,11 +223,14 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
     inputs = local_rows(rows[INPUT_SIDE], settings.dim, vocab_size)
     outputs = local_rows(rows[OUTPUT_SIDE], settings.dim, vocab_size)
     parts.sort(key=lambda part: (part.source, part.part))
+    received = time.perf_counter()
     loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task, carried)
     if not (np.isfinite(inputs.vectors).all() and np.isfinite(outputs.vectors).all()):
         loss = float("nan")
+    trained = time.perf_counter()
     keyed = [*next_owners(inputs, INPUT_SIDE, plan), *next_owners(outputs, OUTPUT_SIDE, plan)]
-    return keyed, PhaseStatistics(loss, pairs, peak_rss_mib(), sys.executable)
+    seconds = {"receive": received - started, "kernel": trained - received, "send": time.perf_counter() - trained}
+    return keyed, PhaseStatistics(loss, pairs, peak_rss_mib(), sys.executable, seconds)
 
 
 def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan: PhasePlan,
