@@ -5,7 +5,7 @@ scored by the project's own evaluation code (DESIGN.md section 5). One JSON file
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
-                        [--quick] [--mode default|scaling|size|memory|retrain] [--set KEY=VALUE ...]
+                        [--quick] [--mode default|scaling|size|memory|retrain|profile] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ MEMORY_SEED = 1
 ZIPF_EXPONENT = 1.0
 FLOAT32_BYTES = 4
 BYTES_PER_MIB = 1 << 20
+PROFILE_BLOCK_FRACTION = 0.3  # the kernel's fixed block: the corpus's first 30% (about 5M tokens)
+PROFILE_CORES = 2  # the cores of MASTER: the epoch's core-seconds are its wall time x these
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+MICROSECONDS = 1e6
 OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours (filled once, by main)
 
 
@@ -113,9 +117,10 @@ def run_memory(fraction: float, epochs: int, shards: int) -> list[dict]:
     return rows
 
 
-def run_measured(command: list[str]) -> float:
-    """Run a command to completion; return its peak RSS in MiB (its own, via wait4)."""
-    process = subprocess.Popen(command)
+def run_measured(command: list[str], environment: dict | None = None) -> float:
+    """Run a command to completion (`environment` added to ours); return its peak RSS in MiB
+    (its own, via wait4)."""
+    process = subprocess.Popen(command, env={**os.environ, **(environment or {})})
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bench: {command[1]} failed with exit code {os.waitstatus_to_exitcode(status)}")
@@ -233,18 +238,103 @@ def score(path: Path) -> dict:
             "ws353": similarity_spearman(vectors, WORDSIM)["spearman"]}
 
 
-def child_gensim(corpus: Path, epochs: int, output: Path) -> None:
+def child_gensim(corpus: Path, epochs: int, output: Path, workers: int) -> None:
     from gensim.models import Word2Vec
 
     started = time.perf_counter()
     model = Word2Vec(corpus_file=str(corpus), sg=1, vector_size=SETTINGS["dim"], window=SETTINGS["window"],
                      negative=SETTINGS["negative"], sample=SETTINGS["sample"],
-                     min_count=SETTINGS["min_count"], workers=2, epochs=epochs, seed=1)
+                     min_count=SETTINGS["min_count"], workers=workers, epochs=epochs, seed=1)
     train_seconds = time.perf_counter() - started
     vectors_path = output.with_suffix(".txt")
     model.wv.save_word2vec_format(str(vectors_path))
-    output.write_text(json.dumps({"system": "gensim", "epochs": epochs, "shards": 2,
+    output.write_text(json.dumps({"system": "gensim", "epochs": epochs, "shards": workers,
                                   "train_s": train_seconds, **score(vectors_path)}))
+
+
+def run_profile(source: Path, fraction: float, epochs: int, shards: int) -> list[dict]:
+    """One epoch of ours split into parts, and the kernel on one core beside gensim with 1 worker
+    on one fixed block of the corpus (`PROFILE_BLOCK_FRACTION`)."""
+    corpus, words = prepare_corpus(source, fraction)
+    epoch = run_ours(corpus, words, epochs, shards, "profile")
+    report = json.loads((RESULTS / "runs" / "profile" / "reports" / "train.json").read_text())
+    block, block_words = prepare_corpus(source, PROFILE_BLOCK_FRACTION * fraction)
+    output = RESULTS / "cache" / f"kernel-{os.getpid()}.json"
+    settings = [f"--set={key}={value}" for key, value in OVERRIDES.items()]
+    run_measured([sys.executable, __file__, "--child", "kernel", "--corpus", str(block),
+                  "--child-output", str(output), *settings], SINGLE_THREAD)
+    kernel = json.loads(output.read_text())
+    run_measured([sys.executable, __file__, "--child", "gensim", "--corpus", str(block), "--epochs", "1",
+                  "--workers", "1", "--child-output", str(output)], SINGLE_THREAD)
+    gensim = json.loads(output.read_text())
+    return [{**epoch, "split": epoch_split(report), "kernel": kernel,
+             "gensim_1_worker": {"train_s": gensim["train_s"], "words": block_words,
+                                 "words_per_s": block_words / gensim["train_s"]}}]
+
+
+def epoch_split(report: dict) -> dict:
+    """The training's core-seconds (wall x `PROFILE_CORES`) by part, in wall seconds.
+
+    The tasks time their own parts (``task_seconds_by_part``); the rest of Spark's task time
+    (``task_seconds``: shuffle reads and writes, pickling, Arrow, the Parquet write of each
+    version) is movement; the driver's commit leaves every core idle; and so does the driver's
+    time between tasks (scheduling, the serial warm-up's idle core, a phase's slowest task).
+    """
+    counts, wall = report["counts"], report["seconds"]["total"]
+    parts = counts["task_seconds_by_part"]
+    core_seconds = {
+        "pair generation": parts["pairs"],
+        "row and pair movement": counts["task_seconds"] - parts["pairs"] - parts["kernel"],
+        "kernel": parts["kernel"],
+        "commit": counts["commit_seconds"] * PROFILE_CORES,
+    }
+    core_seconds["driver idle"] = wall * PROFILE_CORES - sum(core_seconds.values())
+    return {part: seconds / PROFILE_CORES for part, seconds in core_seconds.items()}
+
+
+def child_kernel(corpus: Path, output: Path) -> None:
+    """The product's kernel on one core: the block's vocabulary and pairs by the product's own
+    stages (the vocabulary on local Spark, then Spark is stopped), and one serial pass
+    (`sgns_spark.train.task.train_block`, one word group) timed alone."""
+    sys.path.insert(0, str(REPOSITORY))
+    import pyarrow.parquet as pq
+
+    from sgns_spark.config import load_config
+    from sgns_spark.preflight import corpus_input
+    from sgns_spark.session import build_session
+    from sgns_spark.stages import run_vocab_stage
+    from sgns_spark.storage import Storage
+    from sgns_spark.train.model_store import INIT_BLOCK_ROWS, initial_block
+    from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, noise_scales
+    from sgns_spark.train.task import PhasePlan, RoundPlan, local_rows, source_pairs, train_block
+
+    root = RESULTS / "runs" / "profile-block"
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+    config = load_config(None, [f"spark.master={MASTER}", f"train.dim={SETTINGS['dim']}",
+                                f"train.window={SETTINGS['window']}", f"train.negative={SETTINGS['negative']}",
+                                f"vocab.sample={SETTINGS['sample']}", f"vocab.min_count={SETTINGS['min_count']}",
+                                *(f"{key}={value}" for key, value in OVERRIDES.items())])
+    spark = build_session(config, "bench-kernel")
+    run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), Storage(spark, str(root)))
+    spark.stop()
+    vocab = pq.read_table(root / "vocab").sort_by("id")
+    sentences = pq.read_table(root / "corpus", columns=["sentence_key", "ids"])
+    keep, noise = vocab.column("keep_prob").to_numpy(), vocab.column("noise_weight").to_numpy()
+    plan = RoundPlan(config.train, 0, 1, 1, 0.0, 1.0)
+    parts = [part for _, part in source_pairs(sentences, 0, plan, keep)]
+    vocab_size, dim = vocab.num_rows, config.train.dim
+    chunks = [chunk for block in range(-(-vocab_size // INIT_BLOCK_ROWS))
+              for _, chunk in initial_block(block, vocab_size, dim, config.train.seed, 1, 0, None)]
+    inputs, outputs = (local_rows([chunk for chunk in chunks if chunk.side == side], dim, vocab_size)
+                       for side in (INPUT_SIDE, OUTPUT_SIDE))
+    scale = noise_scales(vocab.column("count").to_numpy() * keep, noise, 1)
+    started = time.perf_counter()
+    _, pairs = train_block(inputs, outputs, parts, PhasePlan(plan, 0, 1, 0), noise, scale, 0, None)
+    seconds = time.perf_counter() - started
+    tokens = len(sentences.column("ids").combine_chunks().flatten())
+    output.write_text(json.dumps({"tokens": tokens, "pairs": pairs, "seconds": seconds,
+                                  "microseconds_per_pair": seconds / pairs * MICROSECONDS,
+                                  "words_per_s": tokens / seconds}))
 
 
 def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
@@ -335,6 +425,23 @@ def retrain_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_markdown(rows: list[dict]) -> str:
+    """The epoch's wall time by part, and the kernel against gensim, both on one core."""
+    row = rows[0]
+    split, kernel, gensim = row["split"], row["kernel"], row["gensim_1_worker"]
+    total = sum(split.values())
+    lines = ["| part | seconds | share |", "|---|---|---|"]
+    lines += [f"| {part} | {seconds:,.1f} | {seconds / total:.1%} |" for part, seconds in split.items()]
+    lines.append(f"| all (train wall) | {total:,.1f} | 100% |")
+    lines.append(f"\nnot the kernel: {1 - split['kernel'] / total:.1%} of the epoch; "
+                 f"{row['words_per_s']:,.0f} words/s, analogy {row['analogy']:.1%}, WS353 {row['ws353']:.3f}")
+    lines.append(f"kernel on one core, fixed block ({kernel['tokens']:,} tokens, {kernel['pairs']:,} pairs): "
+                 f"{kernel['microseconds_per_pair']:.3f} us/pair, {kernel['words_per_s']:,.0f} words/s")
+    lines.append(f"gensim, 1 worker, the same block: {gensim['words_per_s']:,.0f} words/s; "
+                 f"our kernel / gensim per core: {kernel['words_per_s'] / gensim['words_per_s']:.2f}x")
+    return "\n".join(lines)
+
+
 def memory_markdown(rows: list[dict]) -> str:
     """Peak RSS per stage (each stage its own driver process) against the model's size."""
     columns = ["vocab_size", "dim", "parameters_mib", "corpus_words", "train_s", "driver_rss_vocab_mib",
@@ -352,10 +459,12 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--systems", default="ours,gensim,mllib")
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
-    parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain"), default="default")
+    parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain", "profile"),
+                        default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of every run of ours, e.g. train.noise_pool=64 (make bench SET=...)")
-    parser.add_argument("--child", choices=("gensim", "mllib", "drift"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("gensim", "mllib", "drift", "kernel"), help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -363,7 +472,9 @@ def main() -> None:
     if arguments.child == "drift":
         return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
     if arguments.child == "gensim":
-        return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output)
+        return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output, arguments.workers)
+    if arguments.child == "kernel":
+        return child_kernel(arguments.corpus, arguments.child_output)
     if arguments.child == "mllib":
         return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
     if not arguments.corpus.exists():
@@ -373,6 +484,8 @@ def main() -> None:
     rows = []
     if arguments.mode == "memory":
         rows = run_memory(fraction, arguments.epochs, arguments.shards)
+    elif arguments.mode == "profile":
+        rows = run_profile(arguments.corpus, fraction, arguments.epochs, arguments.shards)
     elif arguments.mode == "retrain":
         rows = run_retrain(fraction, arguments.corpus, arguments.epochs, arguments.shards)
     elif arguments.mode == "scaling":
@@ -394,7 +507,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
     (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
-    printers = {"memory": memory_markdown, "scaling": scaling_markdown, "retrain": retrain_markdown}
+    printers = {"memory": memory_markdown, "scaling": scaling_markdown, "retrain": retrain_markdown,
+                "profile": profile_markdown}
     print(printers.get(arguments.mode, markdown)(rows))
 
 

@@ -39,7 +39,7 @@ def word_groups(ids: np.ndarray, groups: int) -> np.ndarray:
 
 def pair_strata(context_group: np.ndarray, center_group: np.ndarray, groups: int) -> np.ndarray:
     """``(pairs,) int32``: the stratum of each (context, center) pair."""
-    return ((center_group.astype(np.int64) - context_group) % groups).astype(np.int32)
+    return ((center_group.astype(np.int32) - context_group) % np.int32(groups)).astype(np.int32)
 
 
 def owner_task(group: np.ndarray | int, side: np.ndarray | int, phase: int, groups: int) -> np.ndarray | int:

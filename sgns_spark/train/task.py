@@ -126,10 +126,13 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
     pairs = skipgram_pairs(word_ids, sentence_index, keep_probability, settings.window,
                            seeded_generator(*key, SUBSAMPLE_STREAM, source),
                            seeded_generator(*key, WINDOW_STREAM, source))
-    context_group = word_groups(pairs.context_ids, groups)  # (pairs,)
-    stratum = pair_strata(context_group, word_groups(pairs.center_ids, groups), groups)  # (pairs,)
+    group_of_word = word_groups(np.arange(keep_probability.size), groups)  # (vocab,): a gather beats arithmetic
+    context_group = group_of_word[pairs.context_ids]  # (pairs,)
+    stratum = pair_strata(context_group, group_of_word[pairs.center_ids], groups)  # (pairs,)
     block = stratum.astype(np.int64) * groups + context_group  # (pairs,)
-    order = np.argsort(block, kind="stable")  # within a block, pairs stay in context-position order
+    # within a block, pairs stay in context-position order; numpy's stable sort of integers of
+    # at most 16 bits is a radix sort, 6x faster here than of int64
+    order = np.argsort(block.astype(np.min_scalar_type(groups * groups - 1)), kind="stable")
     block, position = block[order], pairs.context_position[order]  # (pairs,) each
     unit_start = np.flatnonzero(run_start_flags(block, position))  # (units,)
     unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
