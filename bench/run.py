@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ DEFAULT_CORPUS = SHARED / "enwiki_text8style_1e8.gz"
 QUESTIONS = SHARED / "questions-words.txt"
 WORDSIM = SHARED / "wordsim353.tsv"
 LINE_WORDS = 1000  # gensim's corpus_file mode and MLlib need lines; word2vec.c cuts at 1000 too
+SIMLEX_NAME = "simlex999.txt"
 QUICK_FRACTION = 0.1
 SCALING_SHARDS = (2, 8, 32, 64)
 SPARK_FIGURES = ("spark_stages", "shuffle_bytes", "shuffle_remote_bytes_read", "task_seconds", "critical_path_seconds")
@@ -65,9 +67,10 @@ def corpus_words(source: Path):
         yield from tail.split()
 
 
-def prepare_corpus(source: Path, fraction: float) -> tuple[Path, int]:
-    """The first `fraction` of the corpus's words, as lines of LINE_WORDS words (cached)."""
-    target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}.txt"
+def prepare_corpus(source: Path, fraction: float, line_words: int = LINE_WORDS) -> tuple[Path, int]:
+    """The first `fraction` of the corpus's words, as lines of `line_words` words (cached)."""
+    lines = "" if line_words == LINE_WORDS else f"-lines{line_words}"
+    target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}{lines}.txt"
     counted = target.with_suffix(".words")
     if not counted.exists():
         limit = int(sum(1 for _ in corpus_words(source)) * fraction)
@@ -78,7 +81,7 @@ def prepare_corpus(source: Path, fraction: float) -> tuple[Path, int]:
                 if index == limit:
                     break
                 line.append(word)
-                if len(line) == LINE_WORDS:
+                if len(line) == line_words:
                     out.write(" ".join(line) + "\n")
                     line = []
             if line:
@@ -217,38 +220,64 @@ def child_drift(version: Path, parent: Path, output: Path) -> None:
     spark.stop()
 
 
-def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int) -> dict:
+def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int, seed: int = 1) -> dict:
     """Run a reference system in a fresh process so its peak RSS is its own."""
     output = RESULTS / "cache" / f"{system}-{os.getpid()}.json"
     peak = run_measured([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
-                         "--epochs", str(epochs), "--shards", str(shards), "--child-output", str(output)])
+                         "--epochs", str(epochs), "--shards", str(shards), "--seed", str(seed),
+                         "--child-output", str(output)])
     result = json.loads(output.read_text())
     result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"], driver_rss_mib=peak)
     return result
 
 
+def simlex_path() -> Path | None:
+    """SimLex-999 as the gensim package ships it in its test data (never copied into this
+    repository); None without gensim. Found without importing gensim into the bench process."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / SIMLEX_NAME
+    return path if path.exists() else None
+
+
 def score(path: Path) -> dict:
+    """Analogy, WS353 and (when gensim is installed) SimLex-999 of a word2vec text file."""
     sys.path.insert(0, str(REPOSITORY))
     from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
     from sgns_spark.vectors import Vectors
 
     vectors = Vectors.load_word2vec_format(path)
     analogy = analogy_accuracy(vectors, QUESTIONS)
+    simlex = simlex_path()
     return {"analogy": analogy["accuracy"], "analogy_coverage": analogy["coverage"],
-            "ws353": similarity_spearman(vectors, WORDSIM)["spearman"]}
+            "ws353": similarity_spearman(vectors, WORDSIM)["spearman"],
+            "simlex": similarity_spearman(vectors, simlex)["spearman"] if simlex else None}
 
 
-def child_gensim(corpus: Path, epochs: int, output: Path, workers: int) -> None:
+def child_score(vectors_path: Path, output: Path) -> None:
+    output.write_text(json.dumps(score(vectors_path)))
+
+
+def simlex_of_ours(row: dict) -> dict:
+    """Our published version's SimLex-999 (scored in a child, like the reference systems)."""
+    output = RESULTS / "cache" / f"score-{os.getpid()}.json"
+    run_measured([sys.executable, __file__, "--child", "score", "--corpus", str(Path(row["version"]) / "vectors.txt"),
+                  "--child-output", str(output)])
+    return {**row, "simlex": json.loads(output.read_text())["simlex"]}
+
+
+def child_gensim(corpus: Path, epochs: int, output: Path, workers: int, seed: int) -> None:
     from gensim.models import Word2Vec
 
     started = time.perf_counter()
     model = Word2Vec(corpus_file=str(corpus), sg=1, vector_size=SETTINGS["dim"], window=SETTINGS["window"],
                      negative=SETTINGS["negative"], sample=SETTINGS["sample"],
-                     min_count=SETTINGS["min_count"], workers=workers, epochs=epochs, seed=1)
+                     min_count=SETTINGS["min_count"], workers=workers, epochs=epochs, seed=seed)
     train_seconds = time.perf_counter() - started
     vectors_path = output.with_suffix(".txt")
     model.wv.save_word2vec_format(str(vectors_path))
-    output.write_text(json.dumps({"system": "gensim", "epochs": epochs, "shards": workers,
+    output.write_text(json.dumps({"system": "gensim", "epochs": epochs, "shards": workers, "seed": seed,
                                   "train_s": train_seconds, **score(vectors_path)}))
 
 
@@ -368,27 +397,44 @@ def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
                                   "train_s": train_seconds, **score(vectors_path)}))
 
 
+MEASURES = ("analogy", "ws353", "simlex")
+
+
 def markdown(rows: list[dict]) -> str:
-    columns = ["system", "epochs", "shards", "vocab_s", "train_s", "export_s", "words_per_s",
-               "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", "ws353"]
+    """One row per run; several gensim seeds also give their mean, which the ratios compare to."""
+    columns = ["system", "seed", "epochs", "shards", "lines", "vocab_s", "train_s", "export_s", "words_per_s",
+               "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", *MEASURES[1:]]
+    seeds = [row for row in rows if row["system"] == "gensim"]
+    mean = None
+    if len(seeds) > 1:
+        averaged = [key for key in ("train_s", "words_per_s", *MEASURES) if seeds[0].get(key) is not None]
+        mean = {"system": "gensim mean", **{key: sum(row[key] for row in seeds) / len(seeds) for key in averaged}}
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
+    for row in rows + ([mean] if mean else []):
         cells = []
         for column in columns:
             value = row.get(column, "")
             if isinstance(value, float):
                 value = f"{value:.1%}" if column.startswith("analogy") else (
-                    f"{value:.3f}" if column == "ws353" else f"{value:,.0f}")
-            cells.append(str(value))
+                    f"{value:.3f}" if column in MEASURES else f"{value:,.0f}")
+            cells.append("" if value is None else str(value))
         lines.append("| " + " | ".join(cells) + " |")
+    if mean:
+        spread = ", ".join(f"{key} {max(row[key] for row in seeds) - min(row[key] for row in seeds):.3f}"
+                           for key in MEASURES if key in mean)
+        seed_list = ", ".join(str(row["seed"]) for row in seeds)
+        lines.append(f"\ngensim's spread over seeds {seed_list} (max - min): {spread}")
     ours = next((r for r in rows if r["system"] == "ours"), None)
-    for reference in ("gensim", "mllib"):
-        other = next((r for r in rows if r["system"] == reference), None)
+    references = {"gensim": mean or (seeds[0] if seeds else None),
+                  "mllib": next((r for r in rows if r["system"] == "mllib"), None)}
+    for reference, other in references.items():
         if ours and other:
+            differences = ", ".join(f"{key} {ours[key] - other[key]:+.3f}" for key in MEASURES[1:]
+                                    if ours.get(key) is not None and other.get(key) is not None)
             lines.append(
-                f"\nours/{reference}: words/s {ours['words_per_s'] / other['words_per_s']:.2f}x, "
-                f"analogy {ours['analogy'] - other['analogy']:+.1%} points, "
-                f"WS353 {ours['ws353'] - other['ws353']:+.3f}"
+                f"\nours/{reference}{' mean' if reference == 'gensim' and mean else ''}: words/s "
+                f"{ours['words_per_s'] / other['words_per_s']:.2f}x, "
+                f"analogy {ours['analogy'] - other['analogy']:+.1%} points, {differences}"
             )
     return "\n".join(lines)
 
@@ -463,8 +509,13 @@ def main() -> None:
                         default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of every run of ours, e.g. train.noise_pool=64 (make bench SET=...)")
-    parser.add_argument("--child", choices=("gensim", "mllib", "drift", "kernel"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("gensim", "mllib", "drift", "kernel", "score"), help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--lines", type=int, default=LINE_WORDS,
+                        help="words per line of the corpus (default mode), e.g. 12 for short sentences")
+    parser.add_argument("--gensim-seeds", default="1",
+                        help="gensim's seeds, e.g. 1,2,3: it is compared by its mean, with the spread shown")
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -472,7 +523,10 @@ def main() -> None:
     if arguments.child == "drift":
         return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
     if arguments.child == "gensim":
-        return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output, arguments.workers)
+        return child_gensim(arguments.corpus, arguments.epochs, arguments.child_output, arguments.workers,
+                            arguments.seed)
+    if arguments.child == "score":
+        return child_score(arguments.corpus, arguments.child_output)
     if arguments.child == "kernel":
         return child_kernel(arguments.corpus, arguments.child_output)
     if arguments.child == "mllib":
@@ -497,12 +551,17 @@ def main() -> None:
             rows.append({**run_ours(corpus, words, arguments.epochs, arguments.shards, f"size-{size}"),
                          "fraction": size})
     else:
-        corpus, words = prepare_corpus(arguments.corpus, fraction)
+        corpus, words = prepare_corpus(arguments.corpus, fraction, arguments.lines)
         for system in systems:
             if system == "ours":
-                rows.append(run_ours(corpus, words, arguments.epochs, arguments.shards, "default"))
+                rows.append(simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default")))
+            elif system == "gensim":
+                rows += [run_in_child(system, corpus, words, arguments.epochs, arguments.shards, int(seed))
+                         for seed in arguments.gensim_seeds.split(",")]
             else:
                 rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards))
+        for row in rows:
+            row["lines"] = arguments.lines
     stamp = time.strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
