@@ -130,6 +130,13 @@ def run_measured(command: list[str], environment: dict | None = None) -> float:
     return usage.ru_maxrss / KIB_PER_MIB
 
 
+def shared_settings(settings: dict) -> dict:
+    """Our settings for the ones every system shares (`SETTINGS`), on the bench's master."""
+    return {"spark.master": MASTER, "train.dim": settings["dim"], "train.window": settings["window"],
+            "train.negative": settings["negative"], "vocab.sample": settings["sample"],
+            "vocab.min_count": settings["min_count"]}
+
+
 def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
              settings: dict = SETTINGS, stages: tuple[str, ...] = (), extra: dict | None = None) -> dict:
     """The project's pipeline, timed per stage from its reports, scored from its manifest.
@@ -139,12 +146,8 @@ def run_ours(corpus: Path, words: int, epochs: int, shards: int, tag: str,
     """
     root = RESULTS / "runs" / tag
     subprocess.run(["rm", "-rf", str(root)], check=True)
-    overrides = {
-        "spark.master": MASTER, "spark.driver_memory": "4g", "train.dim": settings["dim"],
-        "train.window": settings["window"], "train.negative": settings["negative"],
-        "vocab.sample": settings["sample"], "vocab.min_count": settings["min_count"],
-        "train.epochs": epochs, "train.num_shards": shards, **OVERRIDES, **(extra or {}),
-    }
+    overrides = {**shared_settings(settings), "spark.driver_memory": "4g", "train.epochs": epochs,
+                 "train.num_shards": shards, **OVERRIDES, **(extra or {})}
     evaluate = not stages
     if evaluate:
         overrides.update({"evaluate.analogy_path": QUESTIONS, "evaluate.similarity_path": WORDSIM})
@@ -220,12 +223,14 @@ def child_drift(version: Path, parent: Path, output: Path) -> None:
     spark.stop()
 
 
-def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int, seed: int = 1) -> dict:
-    """Run a reference system in a fresh process so its peak RSS is its own."""
+def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int, seed: int = 1,
+                 arguments: tuple[str, ...] = (), environment: dict | None = None) -> dict:
+    """Run a reference system in a fresh process so its peak RSS is its own (`arguments` and
+    `environment` added to its command and to ours)."""
     output = RESULTS / "cache" / f"{system}-{os.getpid()}.json"
     peak = run_measured([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
                          "--epochs", str(epochs), "--shards", str(shards), "--seed", str(seed),
-                         "--child-output", str(output)])
+                         "--child-output", str(output), *arguments], environment)
     result = json.loads(output.read_text())
     result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"], driver_rss_mib=peak)
     return result
@@ -293,12 +298,10 @@ def run_profile(source: Path, fraction: float, epochs: int, shards: int) -> list
     run_measured([sys.executable, __file__, "--child", "kernel", "--corpus", str(block),
                   "--child-output", str(output), *settings], SINGLE_THREAD)
     kernel = json.loads(output.read_text())
-    run_measured([sys.executable, __file__, "--child", "gensim", "--corpus", str(block), "--epochs", "1",
-                  "--workers", "1", "--child-output", str(output)], SINGLE_THREAD)
-    gensim = json.loads(output.read_text())
+    gensim = run_in_child("gensim", block, block_words, 1, shards, arguments=("--workers", "1"),
+                          environment=SINGLE_THREAD)
     return [{**epoch, "split": epoch_split(report), "kernel": kernel,
-             "gensim_1_worker": {"train_s": gensim["train_s"], "words": block_words,
-                                 "words_per_s": block_words / gensim["train_s"]}}]
+             "gensim_1_worker": {key: gensim[key] for key in ("train_s", "corpus_words", "words_per_s")}}]
 
 
 def epoch_split(report: dict) -> dict:
@@ -339,10 +342,7 @@ def child_kernel(corpus: Path, output: Path) -> None:
 
     root = RESULTS / "runs" / "profile-block"
     subprocess.run(["rm", "-rf", str(root)], check=True)
-    config = load_config(None, [f"spark.master={MASTER}", f"train.dim={SETTINGS['dim']}",
-                                f"train.window={SETTINGS['window']}", f"train.negative={SETTINGS['negative']}",
-                                f"vocab.sample={SETTINGS['sample']}", f"vocab.min_count={SETTINGS['min_count']}",
-                                *(f"{key}={value}" for key, value in OVERRIDES.items())])
+    config = load_config(None, [f"{key}={value}" for key, value in {**shared_settings(SETTINGS), **OVERRIDES}.items()])
     spark = build_session(config, "bench-kernel")
     run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), Storage(spark, str(root)))
     spark.stop()

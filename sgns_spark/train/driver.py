@@ -131,7 +131,7 @@ class Trainer:
         if train.warm_start_from:
             self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim),
                                         vocab.select("word", "id"), self.vocab_size)
-        self.carried = context.broadcast(self.warm_start.carried) if self.warm_start else None
+        self.carried = self.warm_start.carried if self.warm_start else None  # a broadcast
         self.commit_seconds = 0.0  # the driver's time moving committed versions into place
 
     def run(self, report: StageReport) -> None:

@@ -74,29 +74,30 @@ def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int
 
 
 def initial_rows(spark: SparkSession, vocab_size: int, dim: int, seed: int, groups: int, phase: int,
-                 fresh: Broadcast | None = None) -> RDD:
+                 carried: Broadcast | None = None) -> RDD:
     """``(task, Rows)`` of the initialisation, keyed by their owners in `phase` of a round of `groups`.
 
-    `fresh`, a broadcast ``(vocab,) bool``, limits it to the ids it marks (a warm start's new words).
+    `carried`, a broadcast ``(vocab,) bool``, leaves out the ids it marks (the words a warm start
+    carries over from its parent).
     """
     blocks = -(-vocab_size // INIT_BLOCK_ROWS)
     init = functools.partial(initial_block, vocab_size=vocab_size, dim=dim, seed=seed, groups=groups, phase=phase,
-                             fresh=fresh)
+                             carried=carried)
     records = spark.sparkContext.parallelize(range(blocks), max(1, min(blocks, groups))).flatMap(init)
     return shuffle_rows(records, groups)
 
 
 def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int, phase: int,
-                  fresh: Broadcast | None) -> Iterator:
+                  carried: Broadcast | None) -> Iterator:
     """Executor side: word2vec.c's initial rows of one block of ids, keyed by owner."""
     rng = np.random.default_rng([seed, INIT_STREAM, block])
     # draw the whole block so a row's values do not depend on which ids are present
     uniform = rng.random((INIT_BLOCK_ROWS, dim), dtype=np.float32)  # (block rows, dim)
     ids = np.arange(block * INIT_BLOCK_ROWS, min((block + 1) * INIT_BLOCK_ROWS, vocab_size), dtype=np.int32)
     input_vectors = (uniform[: ids.size] - np.float32(0.5)) / np.float32(dim)
-    if fresh is not None:
-        chosen = fresh.value[ids]
-        ids, input_vectors = ids[chosen], input_vectors[chosen]
+    if carried is not None:
+        fresh = ~carried.value[ids]
+        ids, input_vectors = ids[fresh], input_vectors[fresh]
     yield from keyed_chunks(ids, INPUT_SIDE, input_vectors, groups, phase)
     yield from keyed_chunks(ids, OUTPUT_SIDE, np.zeros_like(input_vectors), groups, phase)
 

@@ -80,12 +80,13 @@ class WarmStart:
         trained = spark.read.parquet(Storage(spark, parent.path, SETTING).path(MODEL_ROWS_NAME))
         self.shared = vocab.join(trained, "word").select("id", "input_vector", "output_vector")
         shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
-        self.carried = np.zeros(vocab_size, dtype=bool)  # (vocab,) the ids whose rows come from the parent
-        self.carried[shared_ids] = True
+        carried = np.zeros(vocab_size, dtype=bool)  # (vocab,) the ids whose rows come from the parent
+        carried[shared_ids] = True
+        self.carried = spark.sparkContext.broadcast(carried)  # read by the initialisation and the kernel
 
     def counts(self) -> dict:
         """``parent`` (its lineage), ``shared_words``, ``new_words``, ``dropped_words``."""
-        shared = int(self.carried.sum())
+        shared = int(self.carried.value.sum())
         return {"parent": self.parent.lineage(), "shared_words": shared, "new_words": self.vocab_size - shared,
                 "dropped_words": self.parent.vocab_size - shared}
 
@@ -94,6 +95,5 @@ class WarmStart:
         the parent's for shared words, the seeded initialisation for new ones."""
         sides = [self.shared.select("id", F.col(column).alias("vector"), F.lit(SIDE_NAMES[side]).alias(SIDE_COLUMN))
                  for side, column in ((INPUT_SIDE, "input_vector"), (OUTPUT_SIDE, "output_vector"))]
-        carried = keyed_rows(sides[0].unionByName(sides[1]), dim, groups, phase)
-        fresh = self.spark.sparkContext.broadcast(~self.carried)
-        return carried.union(initial_rows(self.spark, self.vocab_size, dim, seed, groups, phase, fresh))
+        parent_rows = keyed_rows(sides[0].unionByName(sides[1]), dim, groups, phase)
+        return parent_rows.union(initial_rows(self.spark, self.vocab_size, dim, seed, groups, phase, self.carried))
