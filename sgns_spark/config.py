@@ -28,6 +28,9 @@ MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked qua
 AUTOMATIC = 0  # the value of a setting that is derived from others at load
 STAGES_PER_SHARD, SPARE_STAGES = 2, 10  # the stage budget per epoch: 2 x num_shards + 10
 LARGEST_SEED = 2**63 - 1
+# the automatic end of the learning rate's decay is this / epochs: a 1-epoch run ending at half its
+# start beat one ending near 0 on every measure, while 5 epochs need the end lower (README, "Learning rate")
+FINAL_RATE_EPOCHS = 0.5
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,9 @@ class TrainSettings:
                                                     "over (new words start at learning_rate): lower keeps them "
                                                     "nearer their parent rows; 0 = frozen", low=0.0, high=10.0)
     learning_rate: float = setting(0.025, "start of the linear decay", low=1e-6, high=10.0)
-    min_learning_rate_ratio: float = setting(1e-4, "floor of the decay, as a fraction of learning_rate",
-                                             low=0.0, high=1.0)
+    min_learning_rate_ratio: float = setting(float(AUTOMATIC), "end of the linear decay, at the last epoch's end, as "
+                                                        "a fraction of the start (word2vec.c: 1e-4)",
+                                             low=0.0, high=1.0, automatic=f"{FINAL_RATE_EPOCHS} / epochs")
     batch_pairs: int = setting(768, "(center, context) pairs per vectorized minibatch; at most "
                                     f"{MAX_PAIRS_PER_NOISE_WORD} x noise_pool", unit="pairs", low=1, high=1_000_000)
     seed: int = setting(1, "every random draw derives from it", low=0, high=LARGEST_SEED)
@@ -338,7 +342,8 @@ def resolve(config: Config) -> Config:
     """Replace every `AUTOMATIC` value by the value it stands for (documented in its declaration)."""
     train = config.train
     return dataclasses.replace(config, train=dataclasses.replace(
-        train, rounds_per_epoch=train.rounds_per_epoch or automatic_rounds(train)))
+        train, rounds_per_epoch=train.rounds_per_epoch or automatic_rounds(train),
+        min_learning_rate_ratio=train.min_learning_rate_ratio or FINAL_RATE_EPOCHS / train.epochs))
 
 
 def automatic_rounds(train: TrainSettings) -> int:

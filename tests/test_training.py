@@ -266,10 +266,10 @@ def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_part
             np.testing.assert_array_equal(chunk.vectors, expected.vectors)
 
 
-def test_phase_learning_rate_decays_linearly_over_the_schedule_and_is_floored():
+def test_phase_learning_rate_decays_linearly_over_the_schedule_to_its_end_ratio():
     _, _, _, _, plan = small_round(np.random.default_rng(0), shards=2)
-    settings = dataclasses.replace(plan.settings, epochs=1)
+    settings = dataclasses.replace(plan.settings, epochs=1, min_learning_rate_ratio=0.2)
     plan = dataclasses.replace(plan, settings=settings, progress_start=0.5, progress_span=0.5)
-    assert PhasePlan(plan, 0, 2, 1).decay(0.0) == pytest.approx(0.5)
-    assert PhasePlan(plan, 1, 2, 0).decay(0.5) == pytest.approx(1 - 0.5 - 0.5 * 0.75)
-    assert PhasePlan(plan, 1, 2, 0).decay(1.0) == pytest.approx(1e-4)
+    assert PhasePlan(plan, 0, 2, 1).decay(0.0) == pytest.approx(1 - 0.8 * 0.5)
+    assert PhasePlan(plan, 1, 2, 0).decay(0.5) == pytest.approx(1 - 0.8 * (0.5 + 0.5 * 0.75))
+    assert PhasePlan(plan, 1, 2, 0).decay(1.0) == pytest.approx(0.2)

@@ -106,10 +106,10 @@ def rounds(settings: TrainSettings) -> list[Round]:
 
 
 def decay(settings: TrainSettings, progress: float) -> float:
-    """The learning rates' factor: a linear decay over all epochs' words, floored at the min ratio
-    (word2vec.c). Every rate starts at ``learning_rate``, but a warm start's carried-over rows
-    at ``warm_start_learning_rate``.
+    """The learning rates' factor: linear over all epochs' words, from 1 at the start to
+    ``min_learning_rate_ratio`` at the end of the last epoch. Every rate starts at
+    ``learning_rate``, but a warm start's carried-over rows at ``warm_start_learning_rate``.
 
     `progress` is the words trained so far, in epochs.
     """
-    return max(settings.min_learning_rate_ratio, 1.0 - progress / settings.epochs)
+    return 1.0 - (1.0 - settings.min_learning_rate_ratio) * progress / settings.epochs
