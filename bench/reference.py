@@ -137,7 +137,8 @@ def main() -> None:
     started = time.perf_counter()
     model = reference_model(corpus, arguments.epochs, arguments.fraction, arguments.seed, arguments.decay_end)
     print(json.dumps({"system": "reference", "lines": arguments.line_words, "epochs": arguments.epochs,
-                      "fraction": arguments.fraction, "seed": arguments.seed, "decay_end": arguments.decay_end, **score(model, corpus),
+                      "fraction": arguments.fraction, "seed": arguments.seed, "decay_end": arguments.decay_end,
+                      **score(model, corpus),
                       "seconds": round(time.perf_counter() - started)}), flush=True)
 
 
