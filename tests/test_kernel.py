@@ -99,6 +99,23 @@ def test_kernel_matches_per_pair_reference_with_duplicate_ids():
     assert (factors < 0.9).any() and (factors == 1).any()
 
 
+def test_kernel_matches_the_reference_over_several_tiles_with_a_partial_last_one():
+    """Units beyond one tile (the last one partial), repeated (context, center) rows in a tile,
+    and centers shared between tiles: the tiles change the order of the sums, not the step."""
+    rng = np.random.default_rng(4)
+    units = 3 * kernel.UNITS_PER_TILE + 5
+    arrays = batch_with_duplicates(rng, rows=9, units=units)
+    tiles = kernel.PairTiles.of(arrays[3], arrays[4], 9)
+    assert tiles.pair_counts.shape[0] == 4 and tiles.pair_counts.max() >= 2  # a cell holds repeated pairs
+    assert tiles.pair_counts.sum() == arrays[4].size
+    expected_in, expected_out, *_ = reference_step(*arrays, 0.05)
+    input_vectors, output_vectors, *rest = (a.copy() for a in arrays)
+    loss = step(input_vectors, output_vectors, *rest, 0.05)
+    assert abs(loss - reference_loss(*arrays)) < 1e-3
+    np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
+    np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
+
+
 def test_carried_rows_step_at_their_own_rate_as_the_reference_and_stay_put_at_rate_zero():
     rng = np.random.default_rng(3)
     arrays = batch_with_duplicates(rng)
