@@ -300,7 +300,7 @@ def run_profile(source: Path, fraction: float, epochs: int, shards: int) -> list
     block, block_words = prepare_corpus(source, PROFILE_BLOCK_FRACTION * fraction)
     output = RESULTS / "cache" / f"kernel-{os.getpid()}.json"
     settings = [f"--set={key}={value}" for key, value in OVERRIDES.items()]
-    run_measured([sys.executable, __file__, "--child", "kernel", "--corpus", str(block),
+    run_measured([sys.executable, __file__, "--child", "kernel", "--corpus", str(block), "--shards", str(shards),
                   "--child-output", str(output), *settings], SINGLE_THREAD)
     kernel = json.loads(output.read_text())
     gensim = run_in_child("gensim", block, block_words, 1, shards, arguments=("--workers", "1"),
@@ -329,10 +329,12 @@ def epoch_split(report: dict) -> dict:
     return {part: seconds / PROFILE_CORES for part, seconds in core_seconds.items()}
 
 
-def child_kernel(corpus: Path, output: Path) -> None:
+def child_kernel(corpus: Path, shards: int, output: Path) -> None:
     """The product's kernel on one core: the block's vocabulary and pairs by the product's own
-    stages (the vocabulary on local Spark, then Spark is stopped), and one serial pass
-    (`sgns_spark.train.task.train_block`, one word group) timed alone."""
+    stages (the vocabulary on local Spark, then Spark is stopped), then one round of `shards`
+    word groups, every task's block of every phase in turn (`sgns_spark.train.task.train_block`),
+    timed alone: the kernel's work in the epoch's rounds, where a unit holds 1 / shards of a
+    context position's pairs."""
     sys.path.insert(0, str(REPOSITORY))
     import pyarrow.parquet as pq
 
@@ -354,17 +356,25 @@ def child_kernel(corpus: Path, output: Path) -> None:
     vocab = pq.read_table(root / "vocab").sort_by("id")
     sentences = pq.read_table(root / "corpus", columns=["sentence_key", "ids"])
     keep, noise = vocab.column("keep_prob").to_numpy(), vocab.column("noise_weight").to_numpy()
-    plan = RoundPlan(config.train, 0, 1, 1, 0.0, 1.0)
-    parts = [part for _, part in source_pairs(sentences, 0, plan, keep)]
+    plan = RoundPlan(config.train, 0, 1, shards, 0.0, 1.0)
+    parts = list(source_pairs(sentences, 0, plan, keep))  # (task, Pairs) of every block
     vocab_size, dim = vocab.num_rows, config.train.dim
     chunks = [chunk for block in range(-(-vocab_size // INIT_BLOCK_ROWS))
-              for _, chunk in initial_block(block, vocab_size, dim, config.train.seed, 1, 0, None)]
-    inputs, outputs = (local_rows([chunk for chunk in chunks if chunk.side == side], dim, vocab_size)
-                       for side in (INPUT_SIDE, OUTPUT_SIDE))
-    scale = noise_scales(vocab.column("count").to_numpy() * keep, noise, 1)
-    started = time.perf_counter()
-    _, pairs = train_block(inputs, outputs, parts, PhasePlan(plan, 0, 1, 0), noise, scale, 0, None)
-    seconds = time.perf_counter() - started
+              for _, chunk in initial_block(block, vocab_size, dim, config.train.seed, shards, 0, None)]
+    rows = {(side, group): local_rows([chunk for chunk in chunks if (chunk.side, chunk.group) == (side, group)],
+                                      dim, vocab_size)
+            for side in (INPUT_SIDE, OUTPUT_SIDE) for group in range(shards)}
+    scale = noise_scales(vocab.column("count").to_numpy() * keep, noise, shards)
+    seconds, pairs = 0.0, 0
+    for phase in range(shards):
+        for task in range(shards):
+            block = [part for owner, part in parts if owner == task and part.stratum == phase]
+            started = time.perf_counter()
+            _, block_pairs = train_block(rows[INPUT_SIDE, task], rows[OUTPUT_SIDE, (task + phase) % shards], block,
+                                         PhasePlan(plan, phase, shards, (phase + 1) % shards), noise, scale, task,
+                                         None)
+            seconds += time.perf_counter() - started
+            pairs += block_pairs
     tokens = len(sentences.column("ids").combine_chunks().flatten())
     output.write_text(json.dumps({"tokens": tokens, "pairs": pairs, "seconds": seconds,
                                   "microseconds_per_pair": seconds / pairs * MICROSECONDS,
@@ -490,7 +500,8 @@ def profile_markdown(rows: list[dict]) -> str:
     lines.append(f"| all (train wall) | {total:,.1f} | 100% |")
     lines.append(f"\nnot the kernel: {1 - split['kernel'] / total:.1%} of the epoch; "
                  f"{row['words_per_s']:,.0f} words/s, analogy {row['analogy']:.1%}, WS353 {row['ws353']:.3f}")
-    lines.append(f"kernel on one core, fixed block ({kernel['tokens']:,} tokens, {kernel['pairs']:,} pairs): "
+    lines.append(f"kernel on one core, fixed block ({kernel['tokens']:,} tokens, {kernel['pairs']:,} pairs, "
+                 f"one round of {row['shards']} word groups): "
                  f"{kernel['microseconds_per_pair']:.3f} us/pair, {kernel['words_per_s']:,.0f} words/s")
     lines.append(f"gensim, 1 worker, the same block: {gensim['words_per_s']:,.0f} words/s; "
                  f"our kernel / gensim per core: {kernel['words_per_s'] / gensim['words_per_s']:.2f}x")
@@ -537,7 +548,7 @@ def main() -> None:
     if arguments.child == "score":
         return child_score(arguments.corpus, arguments.child_output)
     if arguments.child == "kernel":
-        return child_kernel(arguments.corpus, arguments.child_output)
+        return child_kernel(arguments.corpus, arguments.shards, arguments.child_output)
     if arguments.child == "mllib":
         return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
     if not arguments.corpus.exists():
