@@ -24,10 +24,10 @@ it is computed once per unit and weighted by the unit's pair count. The positive
 scored by tiles of consecutive units against the distinct centers of their pairs
 (`PairTiles`), as batched matrix products: neighbouring context positions share most of their
 centers, so each center row is gathered and scattered once per tile rather than once per pair
-(the same step; on one core 1.5x faster than pair by pair at 1 word group, 1.1 to 1.3x at 2). Gradients of repeated rows
-are summed, and a row's summed step is limited by its summed curvature
-(`curvature_step_limit`), so that frequent words, repeated many times in one minibatch, do
-not overshoot.
+(the same step; on one core 1.5x faster than pair by pair at 1 word group, 1.1 to 1.3x at 2).
+Gradients of repeated rows are summed, and a row's summed step is limited by its summed
+curvature (`curvature_step_limit`), so that frequent words, repeated many times in one
+minibatch, do not overshoot.
 """
 
 from __future__ import annotations
