@@ -194,7 +194,7 @@ def sgns_step(
     output_slots = np.concatenate([tiles.center_rows, noise_rows])  # (C + M,)
     output_curvature = np.concatenate([
         np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms).reshape(-1)[tiles.center_cells],  # (C,)
-        noise_sensitivity.T @ np.einsum("ud,ud->u", units, units),  # (M,)
+        noise_sensitivity.T @ unit_norms.reshape(-1)[:units_count],  # (M,)
     ])
     input_applied, output_applied = applied_curvature or (None, None)
     input_rate = slot_rates(unit_rows, learning_rate, carried, INPUT_SIDE)  # (U,), or a scalar
