@@ -194,7 +194,7 @@ def sgns_step(
     negative_gradient = negative_probability  # (D, M), reused in place
     negative_gradient *= context_noise_weight
     noise_sensitivity *= negative_gradient
-    unit_norms = np.einsum("tpd,tpd->tp", tile_units, tile_units).reshape(-1)  # (T * P,) |v_c|^2
+    unit_norms = np.einsum("tpd,tpd->tp", tile_units, tile_units)  # (T, P) |v_c|^2
     center_norms = np.einsum("twd,twd->tw", centers, centers)  # (T, W) |v'_w|^2
     # input rows: one slot per unit (its positive terms; the first unit of a row also takes the
     # row's noise terms); output rows: one per tile's center, one per pool word
@@ -202,9 +202,8 @@ def sgns_step(
     input_curvature[first_unit] += noise_sensitivity @ np.einsum("md,md->m", noise, noise)
     output_slots = np.concatenate([tiles.center_rows, noise_rows])  # (C + M,)
     output_curvature = np.concatenate([
-        np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms.reshape(counts.shape[:2])).reshape(-1)[
-            tiles.center_cells],  # (C,)
-        noise_sensitivity.T @ unit_norms[first_unit],  # (M,)
+        np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms).reshape(-1)[tiles.center_cells],  # (C,)
+        noise_sensitivity.T @ unit_norms.reshape(-1)[first_unit],  # (M,)
     ])
     input_applied, output_applied = applied_curvature or (None, None)
     input_rate = slot_rates(unit_rows, learning_rate, carried, INPUT_SIDE)  # (U,), or a scalar
