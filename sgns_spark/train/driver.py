@@ -27,7 +27,7 @@ from sgns_spark.arrow import spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, MODEL_DIRECTORY, VOCAB_DIRECTORY, report_path
-from sgns_spark.spark_metrics import job_group_metrics
+from sgns_spark.spark_metrics import job_group_metrics, warm_up
 from sgns_spark.stages import StageReport, completed_report
 from sgns_spark.storage import Storage
 from sgns_spark.train.model_store import (
@@ -147,6 +147,7 @@ class Trainer:
         words = 0
         group = f"{JOB_GROUP_PREFIX}{uuid.uuid4().hex}"
         self.spark.sparkContext.setJobGroup(group, "sgns-spark train")
+        warm_up(self.spark)  # for `spark_figures` at the end
         started = time.perf_counter()
         try:
             while done < len(self.schedule):
