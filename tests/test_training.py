@@ -23,7 +23,7 @@ from sgns_spark.train.schedule import (
     rounds,
     word_groups,
 )
-from sgns_spark.train.task import PhasePlan, RoundPlan, Rows, source_pairs, train_phase
+from sgns_spark.train.task import PhasePlan, RoundPlan, Rows, source_bounds, source_pairs, train_phase
 from sgns_spark.vectors import Vectors
 
 # Calibrated over corpus seeds 1..4 with these settings: analogy 0.96..0.99, neighbour rate
@@ -264,6 +264,14 @@ def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_part
         for (_, chunk), (_, expected) in zip(other, first, strict=True):
             np.testing.assert_array_equal(chunk.ids, expected.ids)
             np.testing.assert_array_equal(chunk.vectors, expected.vectors)
+
+
+def test_sources_are_runs_of_sentences_that_start_within_the_token_limit():
+    lengths = np.array([3, 5, 2, 7, 1, 9])  # tokens before each: 0, 3, 8, 10, 17, 18
+    assert list(source_bounds(lengths, max_tokens=6)) == [(0, 2), (2, 4), (4, 5), (5, 6)]
+    assert list(source_bounds(lengths, max_tokens=100)) == [(0, 6)]
+    assert list(source_bounds(np.array([40]), max_tokens=6)) == [(0, 1)]  # one longer sentence alone
+    assert list(source_bounds(np.zeros(0, np.int64), max_tokens=6)) == []
 
 
 def test_phase_learning_rate_decays_linearly_over_the_schedule_to_its_end_ratio():

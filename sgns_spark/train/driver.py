@@ -23,7 +23,7 @@ from pyspark import RDD, AccumulatorParam, TaskContext
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from sgns_spark.arrow import spark_schema
+from sgns_spark.arrow import list_lengths, spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, MODEL_DIRECTORY, VOCAB_DIRECTORY, report_path
@@ -48,6 +48,7 @@ from sgns_spark.train.task import (
     PhasePlan,
     PhaseStatistics,
     RoundPlan,
+    source_bounds,
     source_pairs,
     train_phase,
 )
@@ -58,10 +59,7 @@ POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a do
 JOB_GROUP_PREFIX = "sgns-spark-train-"
 JOB_GROUP_PROPERTY = "spark.jobGroup.id"
 SHUFFLE_KINDS = {"rows": "model_store.py", "pairs": "driver.py"}  # the module whose call names a stage
-PAIRS_SCHEMA = pa.schema([
-    ("task", pa.int32()), ("stratum", pa.int32()), ("source", pa.int64()), ("part", pa.int32()),
-    ("context_ids", pa.binary()), ("context_pairs", pa.binary()), ("center_ids", pa.binary()),
-])
+SOURCES_SCHEMA = pa.schema([("source", pa.int64()), ("sentences", pa.binary())])  # an Arrow IPC stream each
 
 
 class StatisticsParam(AccumulatorParam):
@@ -262,34 +260,36 @@ class Trainer:
         """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""
         position = F.col("position")
         sentences = self.corpus.where((position >= planned.low) & (position < planned.high))
-        parts = sentences.select("sentence_key", "ids").mapInArrow(
-            functools.partial(pairs_batches, plan=plan, keep_probability=self.keep_probability,
-                              statistics=statistics),
-            spark_schema(PAIRS_SCHEMA))
-        records = parts.rdd.map(lambda row: (row["task"], Pairs(
-            row["stratum"], row["source"], row["part"], np.frombuffer(row["context_ids"], np.int32),
-            np.frombuffer(row["context_pairs"], np.int32), np.frombuffer(row["center_ids"], np.int32))))
+        # the sentences travel to the Python side that makes the pairs as a few binary values (a
+        # fifth of the pairs' bytes), so the pairs go straight from the Python worker to the shuffle
+        sources = sentences.select("sentence_key", "ids").mapInArrow(sentence_sources, spark_schema(SOURCES_SCHEMA))
+        records = sources.rdd.flatMap(functools.partial(
+            source_records, plan=plan, keep_probability=self.keep_probability, statistics=statistics))
         return records.partitionBy(planned.groups, task_partition)
 
 
-def pairs_batches(batches: Iterator[pa.RecordBatch], plan: RoundPlan, keep_probability, statistics
-                  ) -> Iterator[pa.RecordBatch]:
-    """Executor side of `Trainer.round_pairs`: each batch of sentences is a source of pairs."""
+def sentence_sources(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of `Trainer.round_pairs`: the scan partition's sentences as numbered sources of
+    pairs (`SOURCE_SHIFT`), one Arrow IPC stream each (`source_bounds`)."""
     partition = TaskContext.get().partitionId()
-    keep = keep_probability.value
-    for number, batch in enumerate(batches):
-        started = time.perf_counter()
-        found = list(source_pairs(pa.Table.from_batches([batch]), (partition << SOURCE_SHIFT) | number, plan, keep))
-        statistics.add(PhaseStatistics(seconds={"pairs": time.perf_counter() - started}))
-        if found:
-            yield pa.RecordBatch.from_pydict({
-                "task": pa.array([task for task, _ in found], pa.int32()),
-                "stratum": pa.array([part.stratum for _, part in found], pa.int32()),
-                "source": pa.array([part.source for _, part in found], pa.int64()),
-                "part": pa.array([part.part for _, part in found], pa.int32()),
-                **{name: pa.array([getattr(part, name).tobytes() for _, part in found], pa.binary())
-                   for name in ("context_ids", "context_pairs", "center_ids")},
-            }, schema=PAIRS_SCHEMA)
+    number = 0
+    for batch in batches:
+        for start, stop in source_bounds(list_lengths(batch.column("ids"))):
+            stream = pa.BufferOutputStream()
+            with pa.ipc.new_stream(stream, batch.schema) as writer:
+                writer.write_batch(batch.slice(start, stop - start))
+            yield pa.RecordBatch.from_pydict({"source": [(partition << SOURCE_SHIFT) | number],
+                                              "sentences": [stream.getvalue().to_pybytes()]}, schema=SOURCES_SCHEMA)
+            number += 1
+
+
+def source_records(row, plan: RoundPlan, keep_probability, statistics) -> list[tuple[int, Pairs]]:
+    """Executor side of `Trainer.round_pairs`: one source's ``(task, Pairs)`` (`source_pairs`)."""
+    started = time.perf_counter()
+    sentences = pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all()
+    found = list(source_pairs(sentences, row["source"], plan, keep_probability.value))
+    statistics.add(PhaseStatistics(seconds={"pairs": time.perf_counter() - started}))
+    return found
 
 
 def train_partition(task: int, records: Iterator, plan: PhasePlan, noise_weights, noise_scale: np.ndarray,

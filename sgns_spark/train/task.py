@@ -5,7 +5,7 @@ driver unwraps broadcasts before calling them). Records travel between tasks as 
 
 * ``Rows(side, group, ids, vectors)``: some rows of one side of one word group;
 * ``Pairs(stratum, source, part, context_ids, context_pairs, center_ids)``: one part of the
-  block of (stratum, context group) from one source batch, context positions in corpus order.
+  block of (stratum, context group) from one source (`source_bounds`), context positions in corpus order.
 
 Every draw comes from a generator keyed by the schedule position (seed, epoch, round, stream,
 index), and records are sorted before use, so a retried task produces identical rows.
@@ -47,7 +47,10 @@ from sgns_spark.train.schedule import (
 MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2 GB
 MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
 LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
-SOURCE_SHIFT = 24  # source = scan partition << 24 | batch number within it
+SOURCE_SHIFT = 24  # source = scan partition << 24 | source number within it
+# a source's sentences start within this many tokens of its first (64 MB as one binary value, and at most one
+# sentence more: far below Spark's 2 GB)
+MAX_SOURCE_TOKENS = 1 << 24
 # the parts of a task's own time: making pairs from sentences; taking in a phase's records (their
 # deserialization included) and sorting its rows; the kernel's minibatches; keying rows for the next phase
 TASK_PARTS = ("pairs", "receive", "kernel", "send")
@@ -109,16 +112,25 @@ def sentence_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return word_ids, np.repeat(np.arange(lengths.size), lengths)
 
 
+def source_bounds(sentence_lengths: np.ndarray, max_tokens: int = MAX_SOURCE_TOKENS) -> Iterator[tuple[int, int]]:
+    """A batch's sources of pairs (`source_pairs`): ``(start, stop)`` of the runs of consecutive
+    sentences that start within the same `max_tokens` tokens of the batch."""
+    tokens_before = np.cumsum(sentence_lengths) - sentence_lengths  # (sentences,)
+    starts = np.flatnonzero(run_start_flags(tokens_before // max_tokens))  # (sources,)
+    bounds = np.r_[starts, sentence_lengths.size]  # (sources + 1,)
+    yield from zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+
+
 def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probability: np.ndarray
                  ) -> Iterator[tuple[int, Pairs]]:
-    """One source batch's pairs of the round, as ``(task, Pairs)`` of each non-empty block part.
+    """One source's pairs of the round, as ``(task, Pairs)`` of each non-empty block part.
 
     Parameters
     ----------
     sentences : pyarrow.Table
         ``sentence_key long, ids array<int>``: some of the round's sentences.
     source : int
-        The batch's number, unique within the round (`SOURCE_SHIFT`).
+        The source's number, unique within the round (`SOURCE_SHIFT`).
     """
     settings, groups = plan.settings, plan.groups
     word_ids, sentence_index = sentence_tokens(sentences)
