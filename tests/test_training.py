@@ -12,6 +12,7 @@ from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
 from sgns_spark.layout import MODEL_LATEST, round_directory
 from sgns_spark.synthetic import FAMILIES
+from sgns_spark.train import driver as driver_module
 from sgns_spark.train import task as task_module
 from sgns_spark.train.model_store import read_latest, read_side
 from sgns_spark.train.schedule import (
@@ -272,6 +273,32 @@ def test_sources_are_runs_of_sentences_that_start_within_the_token_limit():
     assert list(source_bounds(lengths, max_tokens=100)) == [(0, 6)]
     assert list(source_bounds(np.array([40]), max_tokens=6)) == [(0, 1)]  # one longer sentence alone
     assert list(source_bounds(np.zeros(0, np.int64), max_tokens=6)) == []
+
+
+def test_sources_are_key_ordered_runs_of_the_batch_whatever_the_arrival_order(monkeypatch):
+    class PartitionThree:
+        @staticmethod
+        def get():
+            return PartitionThree
+
+        @staticmethod
+        def partitionId():  # noqa: N802 (Spark's name)
+            return 3
+
+    monkeypatch.setattr(driver_module, "TaskContext", PartitionThree)
+    length = task_module.MAX_SOURCE_TOKENS // 2 + 1  # two sentences start within the limit, not three
+    keys = [4, 0, 3, 1, 2]  # arrival order
+    batch = pa.RecordBatch.from_pydict({
+        "sentence_key": pa.array(keys, pa.int64()),
+        "ids": pa.array([[key] * length for key in keys], pa.list_(pa.int32())),
+    })
+    sources = [row for out in driver_module.sentence_sources(iter([batch])) for row in out.to_pylist()]
+    assert [row["source"] for row in sources] == [(3 << task_module.SOURCE_SHIFT) | number for number in range(3)]
+    read = [pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all() for row in sources]
+    assert [table.column("sentence_key").to_pylist() for table in read] == [[0, 1], [2, 3], [4]]
+    assert all(ids == [key] * length for table in read
+               for key, ids in zip(table.column("sentence_key").to_pylist(), table.column("ids").to_pylist(),
+                                   strict=True))
 
 
 def test_phase_learning_rate_decays_linearly_over_the_schedule_to_its_end_ratio():

@@ -48,6 +48,7 @@ from sgns_spark.train.task import (
     PhasePlan,
     PhaseStatistics,
     RoundPlan,
+    key_ordered,
     source_bounds,
     source_pairs,
     train_phase,
@@ -270,10 +271,11 @@ class Trainer:
 
 def sentence_sources(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side of `Trainer.round_pairs`: the scan partition's sentences as numbered sources of
-    pairs (`SOURCE_SHIFT`), one Arrow IPC stream each (`source_bounds`)."""
+    pairs (`SOURCE_SHIFT`), one Arrow IPC stream each: runs of a batch's sentences in key order
+    (`source_bounds`), so that the pairs come in the same order whatever the sources' size."""
     partition = TaskContext.get().partitionId()
     number = 0
-    for batch in batches:
+    for batch in map(key_ordered, batches):
         for start, stop in source_bounds(list_lengths(batch.column("ids"))):
             stream = pa.BufferOutputStream()
             with pa.ipc.new_stream(stream, batch.schema) as writer:
