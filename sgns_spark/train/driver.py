@@ -261,7 +261,7 @@ class Trainer:
         """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""
         position = F.col("position")
         sentences = self.corpus.where((position >= planned.low) & (position < planned.high))
-        # the sentences travel to the Python side that makes the pairs as a few binary values (a
+        # the sentences travel to the Python side that makes the pairs as Arrow IPC binary values (a
         # fifth of the pairs' bytes), so the pairs go straight from the Python worker to the shuffle
         sources = sentences.select("sentence_key", "ids").mapInArrow(sentence_sources, spark_schema(SOURCES_SCHEMA))
         records = sources.rdd.flatMap(functools.partial(
