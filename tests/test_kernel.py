@@ -116,6 +116,34 @@ def test_kernel_matches_the_reference_over_several_tiles_with_a_partial_last_one
     np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
 
 
+def test_tiles_built_for_several_minibatches_at_once_hold_each_minibatchs_pairs_cell_by_cell():
+    """`PairTiles.of_minibatches` against a per-pair loop: minibatches of one, several and a
+    partial last tile, each with its own width; every pair is counted in the cell of its unit
+    and its center, and each tile lists its distinct centers once."""
+    rng = np.random.default_rng(7)
+    rows, sizes = 11, (5, kernel.UNITS_PER_TILE, 2 * kernel.UNITS_PER_TILE + 3, 1)  # units per minibatch
+    unit_pairs = rng.integers(1, 6, size=sum(sizes))
+    output_rows = rng.integers(0, rows, size=unit_pairs.sum())
+    first_units = np.cumsum(sizes) - np.array(sizes)
+    built = kernel.PairTiles.of_minibatches(unit_pairs, output_rows, rows, first_units)
+    assert len(built) == len(sizes)
+    pair_unit = np.repeat(np.arange(unit_pairs.size), unit_pairs)
+    for tiles, first, units in zip(built, first_units.tolist(), sizes, strict=True):
+        per_tile = min(kernel.UNITS_PER_TILE, units)
+        expected = np.zeros_like(tiles.pair_counts)
+        tile_of_cell = tiles.center_cells // tiles.width
+        for pair in np.flatnonzero((pair_unit >= first) & (pair_unit < first + units)):
+            unit = pair_unit[pair] - first
+            tile = unit // per_tile
+            (cell,) = np.flatnonzero((tile_of_cell == tile) & (tiles.center_rows == output_rows[pair]))
+            expected[tile, unit % per_tile, tiles.center_cells[cell] % tiles.width] += 1
+        np.testing.assert_array_equal(tiles.pair_counts, expected)
+        assert tiles.units_per_tile == per_tile and tiles.pair_counts.shape[0] == -(-units // per_tile)
+        for tile in range(tiles.pair_counts.shape[0]):
+            in_tile = (pair_unit >= first + tile * per_tile) & (pair_unit < first + min((tile + 1) * per_tile, units))
+            assert sorted(tiles.center_rows[tile_of_cell == tile]) == sorted(set(output_rows[in_tile]))
+
+
 def test_carried_rows_step_at_their_own_rate_as_the_reference_and_stay_put_at_rate_zero():
     rng = np.random.default_rng(3)
     arrays = batch_with_duplicates(rng)

@@ -86,20 +86,61 @@ class PairTiles:
 
     @classmethod
     def of(cls, unit_pairs: np.ndarray, output_rows: np.ndarray, row_count: int) -> PairTiles:
-        """The tiles of a minibatch (`sgns_step`'s arguments; `row_count` output rows)."""
-        units = unit_pairs.size
-        units_per_tile = min(UNITS_PER_TILE, units)
-        tiles = -(-units // units_per_tile)
+        """The tiles of one minibatch (`sgns_step`'s arguments; `row_count` output rows)."""
+        return cls.of_minibatches(unit_pairs, output_rows, row_count, np.zeros(1, dtype=np.int64))[0]
+
+    @classmethod
+    def of_minibatches(cls, unit_pairs: np.ndarray, output_rows: np.ndarray, row_count: int,
+                       first_units: np.ndarray) -> list[PairTiles]:
+        """The tiles of consecutive minibatches, built at once: each of numpy's calls here costs
+        microseconds whatever its size, so a minibatch pays for the few slices of its own.
+
+        Parameters
+        ----------
+        unit_pairs, output_rows : numpy.ndarray
+            ``(U,)`` and ``(B,)``: the minibatches' units and pairs, minibatch after minibatch.
+        first_units : numpy.ndarray
+            ``(K,)`` the first unit of each of the K minibatches, ascending, the first 0.
+        """
+        units, batches = unit_pairs.size, first_units.size
+        batch_units = np.diff(np.r_[first_units, units])  # (K,)
+        units_per_tile = np.minimum(UNITS_PER_TILE, batch_units)  # (K,)
+        batch_tiles = -(-batch_units // units_per_tile)  # (K,)
+        first_tiles = np.cumsum(batch_tiles) - batch_tiles  # (K,)
+        unit_batch = np.repeat(np.arange(batches), batch_units)  # (U,)
+        batch_unit = np.arange(units) - first_units[unit_batch]  # (U,) within its minibatch
+        unit_tile = first_tiles[unit_batch] + batch_unit // units_per_tile[unit_batch]  # (U,)
         pair_unit = np.repeat(np.arange(units), unit_pairs)  # (B,)
-        tile_key = (pair_unit // units_per_tile) * row_count + output_rows  # (B,) tile, then row
-        distinct, pair_center = np.unique(tile_key, return_inverse=True)  # (C,), (B,)
+        tile_key = unit_tile[pair_unit] * row_count + output_rows  # (B,) tile, then row
+        # the keys ascend from tile to tile: a stable sort (timsort) uses that, np.unique's quicksort does not
+        order = np.argsort(tile_key, kind="stable")  # (B,)
+        sorted_keys = tile_key[order]  # (B,)
+        new_key = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]  # (B,)
+        distinct = sorted_keys[new_key]  # (C,)
+        pair_center = np.empty_like(order)  # (B,) the index of each pair's key in distinct
+        pair_center[order] = np.cumsum(new_key) - 1
         center_tile = distinct // row_count  # (C,)
-        center_index = np.arange(distinct.size) - np.searchsorted(center_tile, center_tile)  # (C,) within its tile
-        width = int(center_index.max()) + 1
-        cells = pair_unit * width + center_index[pair_center]  # (B,) flat (tile, unit in tile, center)
-        pair_counts = np.bincount(cells, minlength=tiles * units_per_tile * width).astype(np.float32)
-        return cls(units_per_tile, width, distinct - center_tile * row_count, center_tile * width + center_index,
-                   pair_counts.reshape(tiles, units_per_tile, width))
+        tile_centers = np.bincount(center_tile, minlength=batch_tiles.sum())  # (tiles,)
+        first_centers = np.cumsum(tile_centers) - tile_centers  # (tiles,)
+        center_index = np.arange(distinct.size) - first_centers[center_tile]  # (C,) within its tile
+        width = np.maximum.reduceat(tile_centers, first_tiles)  # (K,) a grid is as wide as its widest tile
+        batch_cells = batch_tiles * units_per_tile * width  # (K,)
+        first_cells = np.cumsum(batch_cells) - batch_cells  # (K,)
+        pair_batch = unit_batch[pair_unit]  # (B,)
+        # (B,) flat (tile, unit in tile, center) of the pair's minibatch, after those of the minibatches before
+        cells = first_cells[pair_batch] + batch_unit[pair_unit] * width[pair_batch] + center_index[pair_center]
+        pair_counts = np.bincount(cells, minlength=int(batch_cells.sum())).astype(np.float32)
+        center_batch = np.repeat(np.arange(batches), batch_tiles)[center_tile]  # (C,)
+        center_cells = (center_tile - first_tiles[center_batch]) * width[center_batch] + center_index  # (C,)
+        center_rows = distinct - center_tile * row_count  # (C,)
+        center_bounds = np.searchsorted(center_batch, np.arange(batches + 1)).tolist()
+        cell_bounds = np.r_[first_cells, batch_cells.sum()].tolist()
+        return [cls(int(units_per_tile[batch]), int(width[batch]),
+                    center_rows[center_bounds[batch] : center_bounds[batch + 1]],
+                    center_cells[center_bounds[batch] : center_bounds[batch + 1]],
+                    pair_counts[cell_bounds[batch] : cell_bounds[batch + 1]].reshape(
+                        int(batch_tiles[batch]), int(units_per_tile[batch]), int(width[batch])))
+                for batch in range(batches)]
 
     def padded_units(self, unit_rows: np.ndarray) -> np.ndarray:
         """``(tiles x units_per_tile,)`` the unit rows, padded with row 0 (padding cells count no pair)."""
@@ -126,6 +167,7 @@ def sgns_step(
     with_loss: bool = True,
     applied_curvature: tuple[np.ndarray, np.ndarray] | None = None,
     carried: CarriedRows | None = None,
+    tiles: PairTiles | None = None,
 ) -> float:
     """Apply one SGD step in place (curvature-limited per row); return the batch's loss before it.
 
@@ -158,13 +200,16 @@ def sgns_step(
         curvature, added to in place (a diagnostic of the benchmark's simulator).
     carried : CarriedRows, optional
         Rows that step at ``carried.learning_rate`` instead of `learning_rate`.
+    tiles : PairTiles, optional
+        The minibatch's tiles, when built with others' (`PairTiles.of_minibatches`).
 
     Returns
     -------
     float
         Sum over the batch's (center, context) pairs of the loss above.
     """
-    tiles = PairTiles.of(unit_pairs, output_rows, output_vectors.shape[0])
+    if tiles is None:
+        tiles = PairTiles.of(unit_pairs, output_rows, output_vectors.shape[0])
     counts = tiles.pair_counts  # (T, P, W)
     units_count = unit_rows.size
     padded_units = input_vectors[tiles.padded_units(unit_rows)]  # (T * P, dim) v_c

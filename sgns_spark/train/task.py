@@ -25,7 +25,7 @@ import pyarrow as pa
 from sgns_spark.arrow import list_lengths
 from sgns_spark.config import TrainSettings
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.train.kernel import CarriedRows, sgns_step
+from sgns_spark.train.kernel import CarriedRows, PairTiles, sgns_step
 from sgns_spark.train.sampling import (
     NOISE_STREAM,
     SUBSAMPLE_STREAM,
@@ -47,6 +47,7 @@ from sgns_spark.train.schedule import (
 MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2 GB
 MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
 LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
+TILED_MINIBATCHES = 64  # minibatches whose tiles are built at once (`PairTiles.of_minibatches`); measured
 SOURCE_SHIFT = 24  # source = scan partition << 24 | source number within it
 # a source's sentences start within this many tokens of its first: its pairs' arrays stay in the cache
 # (pair generation took 30% less time than from sources of 2^24 tokens; measured)
@@ -282,13 +283,18 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
     loss, sampled_pairs = 0.0, 0
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
         pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
+        if number % TILED_MINIBATCHES == 0:  # the tiles of this and the next minibatches
+            last = min(number + TILED_MINIBATCHES, batch_start.size) - 1
+            tiles = iter(PairTiles.of_minibatches(
+                context_pairs[first : batch_stop[last]], center_rows[pair_first : unit_end[batch_stop[last] - 1]],
+                outputs.ids.size, batch_start[number : last + 1] - first))
         with_loss = number % LOSS_SAMPLE_INTERVAL == 0
         factor = plan.decay(pair_first / pairs)
         loss += sgns_step(
             inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
             center_rows[pair_first:pair_stop], pools[number], noise_weight, settings.learning_rate * factor,
             with_loss, carried=None if carried_rows is None else CarriedRows(
-                *carried_rows, settings.warm_start_learning_rate * factor),
+                *carried_rows, settings.warm_start_learning_rate * factor), tiles=next(tiles),
         )
         sampled_pairs += pair_stop - pair_first if with_loss else 0
     return loss * pairs / max(sampled_pairs, 1), pairs  # the sampled batches' loss, scaled to all pairs
