@@ -361,8 +361,7 @@ def child_kernel(corpus: Path, shards: int, output: Path) -> None:
     vocab_size, dim = vocab.num_rows, config.train.dim
     chunks = [chunk for block in range(-(-vocab_size // INIT_BLOCK_ROWS))
               for _, chunk in initial_block(block, vocab_size, dim, config.train.seed, shards, 0, None)]
-    rows = {(side, group): local_rows([chunk for chunk in chunks if (chunk.side, chunk.group) == (side, group)],
-                                      dim, vocab_size)
+    rows = {(side, group): local_rows([chunk for chunk in chunks if (chunk.side, chunk.group) == (side, group)], dim)
             for side in (INPUT_SIDE, OUTPUT_SIDE) for group in range(shards)}
     scale = noise_scales(vocab.column("count").to_numpy() * keep, noise, shards)
     seconds, pairs = 0.0, 0

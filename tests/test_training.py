@@ -15,6 +15,7 @@ from sgns_spark.synthetic import FAMILIES
 from sgns_spark.train import driver as driver_module
 from sgns_spark.train import task as task_module
 from sgns_spark.train.model_store import read_latest, read_side
+from sgns_spark.train.sampling import SUBSAMPLE_STREAM, WINDOW_STREAM, seeded_generator, skipgram_pairs
 from sgns_spark.train.schedule import (
     INPUT_SIDE,
     OUTPUT_SIDE,
@@ -190,14 +191,30 @@ def all_pairs(batches, plan):
     return [keyed for number, batch in enumerate(batches) for keyed in source_pairs(batch, number, plan, keep)]
 
 
-def test_source_pairs_go_to_the_task_of_their_context_group_and_their_stratum_matches():
+def group_ids(group, groups, vocab=60):
+    """The word ids of a group in id order: its rows (`sgns_spark.train.schedule.group_rows`)."""
+    return np.flatnonzero(word_groups(np.arange(vocab), groups) == group)
+
+
+def test_source_pairs_read_back_through_their_groups_are_the_sources_pairs_each_once():
+    """Every (context, center) pair of a source lands in the part of its context group's task
+    and its stratum, as rows of the two groups in the smallest type (uint8 for 20 words a group)."""
     batches, _, _, _, plan = small_round(np.random.default_rng(3))
-    found = all_pairs(batches, plan)
-    assert sum(part.center_ids.size for _, part in found) > 1000
-    for task, part in found:
-        contexts = np.repeat(part.context_ids, part.context_pairs)
-        assert (word_groups(part.context_ids, plan.groups) == task).all()
-        assert (pair_strata(word_groups(contexts, 3), word_groups(part.center_ids, 3), 3) == part.stratum).all()
+    keep, key = np.full(60, 0.9), (plan.settings.seed, plan.epoch, plan.number)
+    for number, batch in enumerate(batches):
+        word_ids, sentence_index = task_module.sentence_tokens(batch)
+        expected = skipgram_pairs(word_ids, sentence_index, keep, plan.settings.window,
+                                  seeded_generator(*key, SUBSAMPLE_STREAM, number),
+                                  seeded_generator(*key, WINDOW_STREAM, number))
+        found = []
+        for task, part in source_pairs(batch, number, plan, keep):
+            assert part.center_rows.dtype == part.context_rows.dtype == part.context_pairs.dtype == np.uint8
+            contexts = group_ids(task, plan.groups)[np.repeat(part.context_rows, part.context_pairs)]
+            centers = group_ids((task + part.stratum) % plan.groups, plan.groups)[part.center_rows]
+            assert (pair_strata(word_groups(contexts, 3), word_groups(centers, 3), 3) == part.stratum).all()
+            found += zip(contexts.tolist(), centers.tolist(), strict=True)
+        assert len(found) > 500
+        assert sorted(found) == sorted(zip(expected.context_ids.tolist(), expected.center_ids.tolist(), strict=True))
 
 
 def test_blocks_of_a_phase_own_disjoint_rows_and_together_all_of_them():
@@ -214,10 +231,11 @@ def test_blocks_of_a_phase_own_disjoint_rows_and_together_all_of_them():
             used = [part for part in mine if part.stratum == phase]
             # the block's pairs only read rows the task owns: contexts of its group, centers of its output group
             owned = {side: np.concatenate([r.ids for r in records if r.side == side]) for side in (0, 1)}
-            assert all(np.isin(part.context_ids, owned[INPUT_SIDE]).all() for part in used)
-            assert all(np.isin(part.center_ids, owned[OUTPUT_SIDE]).all() for part in used)
+            assert all(np.isin(group_ids(task, shards)[part.context_rows], owned[INPUT_SIDE]).all() for part in used)
+            assert all(np.isin(group_ids((task + phase) % shards, shards)[part.center_rows], owned[OUTPUT_SIDE]).all()
+                       for part in used)
             keyed, statistics = train_phase(task, [*records, *mine], phase_plan, noise, scale)
-            assert statistics.pairs == sum(part.center_ids.size for part in used) > 0
+            assert statistics.pairs == sum(part.center_rows.size for part in used) > 0
             for owner, chunk in keyed:  # each row goes to its owner in the next phase
                 next_owner = owner_task(word_groups(chunk.ids, shards), chunk.side, (phase + 1) % shards, shards)
                 assert (next_owner == owner).all()

@@ -37,6 +37,12 @@ def word_groups(ids: np.ndarray, groups: int) -> np.ndarray:
     return np.where(turn < groups, turn, 2 * groups - 1 - turn).astype(np.int32)
 
 
+def group_rows(ids: np.ndarray, groups: int) -> np.ndarray:
+    """``(n,) int64``: each word id's row in its group (`word_groups`), whose words are its rows in
+    id order: the snake deals one word to every group from each run of `groups` consecutive ids."""
+    return np.asarray(ids, dtype=np.int64) // groups
+
+
 def pair_strata(context_group: np.ndarray, center_group: np.ndarray, groups: int) -> np.ndarray:
     """``(pairs,) int32``: the stratum of each (context, center) pair."""
     return ((center_group.astype(np.int32) - context_group) % np.int32(groups)).astype(np.int32)

@@ -4,8 +4,9 @@ Pure functions of Arrow tables, numpy arrays and small frozen plans; no Spark ob
 driver unwraps broadcasts before calling them). Records travel between tasks as tuples:
 
 * ``Rows(side, group, ids, vectors)``: some rows of one side of one word group;
-* ``Pairs(stratum, source, part, context_ids, context_pairs, center_ids)``: one part of the
-  block of (stratum, context group) from one source (`source_bounds`), context positions in corpus order.
+* ``Pairs(stratum, source, part, context_rows, context_pairs, center_rows)``: one part of the
+  block of (stratum, context group) from one source (`source_bounds`), context positions in corpus order;
+  words as their rows in their groups (`group_rows`), in the smallest unsigned type that holds them.
 
 Every draw comes from a generator keyed by the schedule position (seed, epoch, round, stream,
 index), and records are sorted before use, so a retried task produces identical rows.
@@ -39,6 +40,7 @@ from sgns_spark.train.schedule import (
     INPUT_SIDE,
     OUTPUT_SIDE,
     decay,
+    group_rows,
     owner_task,
     pair_strata,
     word_groups,
@@ -68,9 +70,9 @@ class Pairs(NamedTuple):
     stratum: int
     source: int
     part: int
-    context_ids: np.ndarray  # (units,) int32: the input word of each context position
-    context_pairs: np.ndarray  # (units,) int32: its number of pairs
-    center_ids: np.ndarray  # (pairs,) int32: the output word of each pair, unit after unit
+    context_rows: np.ndarray  # (units,) unsigned: the input row of each context position in its group
+    context_pairs: np.ndarray  # (units,) unsigned: its number of pairs
+    center_rows: np.ndarray  # (pairs,) unsigned: the output row of each pair in its group, unit after unit
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,11 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
     pairs = skipgram_pairs(word_ids, sentence_index, keep_probability, settings.window,
                            seeded_generator(*key, SUBSAMPLE_STREAM, source),
                            seeded_generator(*key, WINDOW_STREAM, source))
-    group_of_word = word_groups(np.arange(keep_probability.size), groups)  # (vocab,): a gather beats arithmetic
+    vocab_size = keep_probability.size
+    group_of_word = word_groups(np.arange(vocab_size), groups)  # (vocab,): a gather beats arithmetic
+    # rows and pair counts in the fewest bytes that hold them (half the pairs' bytes at 2 groups of 35k words)
+    row_of_word = group_rows(np.arange(vocab_size), groups).astype(np.min_scalar_type(-(-vocab_size // groups)))
+    pair_count_type = np.min_scalar_type(2 * settings.window)  # a context position's pairs at most
     context_group = group_of_word[pairs.context_ids]  # (pairs,)
     stratum = pair_strata(context_group, group_of_word[pairs.center_ids], groups)  # (pairs,)
     block = stratum.astype(np.int64) * groups + context_group  # (pairs,)
@@ -155,7 +161,7 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
     unit_start = np.flatnonzero(run_start_flags(block, position))  # (units,)
     unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
     unit_block = block[unit_start]  # (units,)
-    context_ids, center_ids = pairs.context_ids[order], pairs.center_ids[order]
+    context_rows, center_rows = row_of_word[pairs.context_ids[order]], row_of_word[pairs.center_ids[order]]
     # a block is cut into parts of at most MAX_PART_PAIRS pairs, between units
     block_start = np.flatnonzero(run_start_flags(unit_block))  # (blocks,) first unit of each block
     for first, stop in zip(block_start, np.r_[block_start[1:], unit_block.size], strict=True):
@@ -166,28 +172,26 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
             pair_from = unit_start[units[0]]
             pair_to = unit_start[units[-1]] + unit_pairs[units[-1]]
             stratum_of_block, task = divmod(int(unit_block[first]), groups)
-            yield task, Pairs(stratum_of_block, source, int(part), context_ids[unit_start[units]],
-                              unit_pairs[units].astype(np.int32), center_ids[pair_from:pair_to])
+            yield task, Pairs(stratum_of_block, source, int(part), context_rows[unit_start[units]],
+                              unit_pairs[units].astype(pair_count_type), center_rows[pair_from:pair_to])
 
 
 @dataclass(frozen=True)
 class LocalRows:
-    """One side of a task's rows: sorted ids, their vectors, and a lookup."""
+    """One side of a task's rows: every word of one group in id order, so a word's row is
+    `group_rows`'s."""
 
     ids: np.ndarray  # (local,) int64, ascending
     vectors: np.ndarray  # (local, dim) float32
-    row_of_id: np.ndarray  # (vocab,) int64 local row of each id (0 where absent)
 
 
-def local_rows(chunks: list[Rows], dim: int, vocab_size: int) -> LocalRows:
+def local_rows(chunks: list[Rows], dim: int) -> LocalRows:
     """A side's rows in id order, whatever order their chunks arrived in."""
     chunks = sorted(chunks, key=lambda chunk: int(chunk.ids[0]) if chunk.ids.size else -1)
     ids = np.concatenate([chunk.ids for chunk in chunks] + [np.zeros(0, np.int32)]).astype(np.int64)
     vectors = np.concatenate([chunk.vectors for chunk in chunks] + [np.zeros((0, dim), np.float32)])
     order = np.argsort(ids, kind="stable")
-    row_of_id = np.zeros(vocab_size, dtype=np.int64)
-    row_of_id[ids[order]] = np.arange(ids.size)
-    return LocalRows(ids[order], np.ascontiguousarray(vectors[order]), row_of_id)
+    return LocalRows(ids[order], np.ascontiguousarray(vectors[order]))
 
 
 @dataclass
@@ -240,9 +244,8 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
             rows[record.side].append(record)
         elif record.stratum == plan.phase:
             parts.append(record)
-    vocab_size = noise_weights.size
-    inputs = local_rows(rows[INPUT_SIDE], settings.dim, vocab_size)
-    outputs = local_rows(rows[OUTPUT_SIDE], settings.dim, vocab_size)
+    inputs = local_rows(rows[INPUT_SIDE], settings.dim)
+    outputs = local_rows(rows[OUTPUT_SIDE], settings.dim)
     parts.sort(key=lambda part: (part.source, part.part))
     received = time.perf_counter()
     loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task, carried)
@@ -259,10 +262,10 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
                 ) -> tuple[float, int]:
     """Minibatches of `batch_pairs` pairs over the block, in order; return the loss and pairs."""
     settings = plan.round.settings
-    context_ids = np.concatenate([part.context_ids for part in parts] + [np.zeros(0, np.int32)])  # (units,)
-    context_pairs = np.concatenate([part.context_pairs for part in parts] + [np.zeros(0, np.int32)]).astype(np.int64)
-    center_ids = np.concatenate([part.center_ids for part in parts] + [np.zeros(0, np.int32)])  # (pairs,)
-    pairs = int(center_ids.size)
+    unit_rows = joined([part.context_rows for part in parts])  # (units,)
+    context_pairs = joined([part.context_pairs for part in parts])  # (units,)
+    center_rows = joined([part.center_rows for part in parts])  # (pairs,)
+    pairs = int(center_rows.size)
     if not pairs:
         return 0.0, 0
     groups = plan.round.groups
@@ -273,12 +276,10 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
     unit_end = np.cumsum(context_pairs)  # (units,) pairs up to and including each unit
     batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
     batch_start = np.flatnonzero(run_start_flags(batch_of_unit))  # (batches,)
-    batch_stop = np.r_[batch_start[1:], context_ids.size]
+    batch_stop = np.r_[batch_start[1:], unit_rows.size]
     generator = seeded_generator(settings.seed, plan.round.epoch, plan.round.number, NOISE_STREAM,
                                  plan.phase * groups + task)
     pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
-    unit_rows = inputs.row_of_id[context_ids]  # (units,)
-    center_rows = outputs.row_of_id[center_ids]  # (pairs,)
     carried_rows = None if carried is None else (carried[inputs.ids], carried[outputs.ids])  # (local,) each
     loss, sampled_pairs = 0.0, 0
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
@@ -298,6 +299,11 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
         )
         sampled_pairs += pair_stop - pair_first if with_loss else 0
     return loss * pairs / max(sampled_pairs, 1), pairs  # the sampled batches' loss, scaled to all pairs
+
+
+def joined(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays end to end as int64 (row arithmetic on the compact types would overflow)."""
+    return np.concatenate([*arrays, np.zeros(0, dtype=np.int64)]).astype(np.int64, copy=False)
 
 
 def next_owners(rows: LocalRows, side: int, plan: PhasePlan) -> Iterator[tuple[int, Rows]]:
