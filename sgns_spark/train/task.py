@@ -188,7 +188,7 @@ class LocalRows:
 def local_rows(chunks: list[Rows], dim: int) -> LocalRows:
     """A side's rows in id order, whatever order their chunks arrived in."""
     chunks = sorted(chunks, key=lambda chunk: int(chunk.ids[0]) if chunk.ids.size else -1)
-    ids = np.concatenate([chunk.ids for chunk in chunks] + [np.zeros(0, np.int32)]).astype(np.int64)
+    ids = joined([chunk.ids for chunk in chunks])
     vectors = np.concatenate([chunk.vectors for chunk in chunks] + [np.zeros((0, dim), np.float32)])
     order = np.argsort(ids, kind="stable")
     return LocalRows(ids[order], np.ascontiguousarray(vectors[order]))
