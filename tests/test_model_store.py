@@ -1,6 +1,7 @@
 """Model rounds on disk and the rows that travel between tasks."""
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from sgns_spark.train.model_store import committed_rows, initial_rows, read_side, write_rows
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, word_groups
@@ -48,3 +49,12 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
     back = gathered(committed_rows(spark, storage, 1, DIM, groups=3, phase=1).collect(), vocab)
     for side in (INPUT_SIDE, OUTPUT_SIDE):
         np.testing.assert_array_equal(back[side], expected[side])
+    # no column of a round is dictionary-encoded (its values never repeat; the writer's attempt costs time)
+    files = sorted((tmp_path / "root" / "model" / "round=000001").glob("side=*/*.parquet"))
+    assert files
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        for group in range(metadata.num_row_groups):
+            for column in range(metadata.num_columns):
+                chunk = metadata.row_group(group).column(column)
+                assert chunk.dictionary_page_offset is None and "PLAIN" in chunk.encodings

@@ -40,6 +40,9 @@ INIT_STREAM = 0x5EED  # separates init draws from training draws of the same see
 ROW_SCHEMA = pa.schema([("id", pa.int32()), ("vector", pa.list_(pa.float32())), (SIDE_COLUMN, pa.string())])
 CHUNK_SCHEMA = pa.schema([("task", pa.int32()), ("side", pa.int32()), ("group", pa.int32()),
                           ("ids", pa.binary()), ("vectors", pa.binary())])
+# float vectors never repeat, so a dictionary only costs the writer time before it falls back to
+# plain encoding: a round's write took 1.05-1.13 s without one, 1.34-1.63 s with (68k words, dim 100)
+NO_DICTIONARY = {"parquet.enable.dictionary": "false"}
 CHUNK_TYPE = StructType([StructField("side", IntegerType()), StructField("ids", BinaryType()),
                          StructField("vectors", BinaryType())])
 
@@ -159,7 +162,7 @@ def write_rows(spark: SparkSession, records: RDD, path: str, dim: int) -> None:
                                        np.ascontiguousarray(item[1].vectors).tobytes()))
     frame = spark.createDataFrame(chunks, CHUNK_TYPE, verifySchema=False)
     rows = frame.mapInArrow(functools.partial(expand_chunks, dim=dim), spark_schema(ROW_SCHEMA))
-    rows.write.partitionBy(SIDE_COLUMN).parquet(path)
+    rows.write.options(**NO_DICTIONARY).partitionBy(SIDE_COLUMN).parquet(path)
 
 
 def expand_chunks(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[pa.RecordBatch]:
