@@ -293,7 +293,7 @@ def test_sources_are_runs_of_sentences_that_start_within_the_token_limit():
     assert list(source_bounds(np.zeros(0, np.int64), max_tokens=6)) == []
 
 
-def test_sources_are_key_ordered_runs_of_the_batch_whatever_the_arrival_order(monkeypatch):
+def test_sources_are_key_ordered_runs_of_each_rounds_sentences_whatever_the_batches_and_the_job(monkeypatch):
     class PartitionThree:
         @staticmethod
         def get():
@@ -305,18 +305,41 @@ def test_sources_are_key_ordered_runs_of_the_batch_whatever_the_arrival_order(mo
 
     monkeypatch.setattr(driver_module, "TaskContext", PartitionThree)
     length = task_module.MAX_SOURCE_TOKENS // 2 + 1  # two sentences start within the limit, not three
-    keys = [4, 0, 3, 1, 2]  # arrival order
+    keys = [4, 0, 3, 1, 2, 7, 5, 6, 9, 8]  # arrival (scan) order
+    positions = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.35, 4: 0.45, 5: 0.5, 6: 0.7, 7: 0.9, 8: 0.25, 9: 0.05}
     batch = pa.RecordBatch.from_pydict({
         "sentence_key": pa.array(keys, pa.int64()),
         "ids": pa.array([[key] * length for key in keys], pa.list_(pa.int32())),
+        "position": pa.array([positions[key] for key in keys], pa.float64()),
     })
-    sources = [row for out in driver_module.sentence_sources(iter([batch])) for row in out.to_pylist()]
-    assert [row["source"] for row in sources] == [(3 << task_module.SOURCE_SHIFT) | number for number in range(3)]
-    read = [pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all() for row in sources]
-    assert [table.column("sentence_key").to_pylist() for table in read] == [[0, 1], [2, 3], [4]]
-    assert all(ids == [key] * length for table in read
+
+    def sources_of(batches, spans):
+        made = driver_module.sentence_sources(iter(batches), spans, chunk_rows=5)
+        return [(row["round_number"], row["source"],
+                 pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all()) for out in made for row in out.to_pylist()]
+
+    # round 7 holds [0, 0.5), round 8 [0.5, 0.8); key 7 is in neither, and round 9 repeats [0.3, 0.4)
+    spans = ((7, 0.0, 0.5), (8, 0.5, 0.8), (9, 0.3, 0.4))
+    sources = sources_of([batch], spans)
+    # round 7's first chunk of 5 rows in scan order is keys 4, 0, 3, 1, 2, its second 9, 8
+    assert [(number, source & ((1 << task_module.SOURCE_SHIFT) - 1), table.column("sentence_key").to_pylist())
+            for number, source, table in sources] == [
+        (7, 0, [0, 1]), (7, 1, [2, 3]), (7, 2, [4]), (7, 3, [8, 9]), (8, 0, [5, 6]), (9, 0, [2, 3])]
+    assert all(source >> task_module.SOURCE_SHIFT == 3 for _, source, _ in sources)
+    assert all(table.column_names == ["sentence_key", "ids"] for _, _, table in sources)
+    assert all(ids == [key] * length for _, _, table in sources
                for key, ids in zip(table.column("sentence_key").to_pylist(), table.column("ids").to_pylist(),
                                    strict=True))
+
+    def by_round(found, number):
+        return [(source, table.to_pydict()) for round_number, source, table in found if round_number == number]
+
+    # the same rows in other batches, or in a job of fewer rounds, give each round the same sources
+    rebatched = [batch.slice(0, 2), batch.slice(2, 5), batch.slice(7)]
+    for number in (7, 8, 9):
+        assert by_round(sources_of(rebatched, spans), number) == by_round(sources, number)
+        alone = tuple(span for span in spans if span[0] == number)
+        assert by_round(sources_of(rebatched, alone), number) == by_round(sources, number)
 
 
 def test_phase_learning_rate_decays_linearly_over_the_schedule_to_its_end_ratio():

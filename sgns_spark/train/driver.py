@@ -1,7 +1,8 @@
 """Driver side of training: the schedule's rounds as Spark jobs, one job per committed version.
 
-A job loads the newest committed round (or the initialisation), then for each of its rounds
-lists the round's pairs (one stage, persisted) and runs the round's phases, one stage each:
+A job loads the newest committed round (or the initialisation), reads its rounds' sentences in
+one scan of the corpus (kept for the job), then for each of its rounds lists the round's pairs
+(one stage, persisted) and runs the round's phases, one stage each:
 every task trains its block and sends each row to the task that owns it next. Rows move only
 through Spark's shuffle, so a lost executor's share is recomputed from lineage, back to the
 job's start at worst, and seeded draws make the recomputed rows identical. The job's action
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,13 +56,15 @@ from sgns_spark.train.task import (
     train_phase,
 )
 from sgns_spark.train.warm_start import WarmStart, parent_version
+from sgns_spark.vocab import ENCODED_SCHEMA
 
 POSITION_SALT = 1  # keeps a sentence's round independent of other hashes of its key
 POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a double
 JOB_GROUP_PREFIX = "sgns-spark-train-"
 JOB_GROUP_PROPERTY = "spark.jobGroup.id"
 SHUFFLE_KINDS = {"rows": "model_store.py", "pairs": "driver.py"}  # the module whose call names a stage
-SOURCES_SCHEMA = pa.schema([("source", pa.int64()), ("sentences", pa.binary())])  # an Arrow IPC stream each
+SOURCES_SCHEMA = pa.schema([("round_number", pa.int32()), ("source", pa.int64()),
+                            ("sentences", pa.binary())])  # an Arrow IPC stream of sentence_key, ids each
 
 
 class StatisticsParam(AccumulatorParam):
@@ -207,10 +211,11 @@ class Trainer:
         else:
             rows = committed_rows(self.spark, self.storage, done, train.dim, first.groups, 0)
         statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
-        kept = []
+        sources = self.job_sources(job)
+        kept = [sources]
         for planned in job:
             plan = self.round_plan(planned)
-            pairs = persisted(self.round_pairs(plan, planned, statistics))
+            pairs = persisted(self.round_pairs(sources, plan, statistics))
             kept.append(pairs)
             following = self.schedule[planned.number] if planned.number < len(self.schedule) else planned
             for phase in range(planned.groups):
@@ -223,8 +228,8 @@ class Trainer:
                 rows = trained if ends_job else shuffle_rows(trained, successor[0])
         staged = self.storage.staging_path(f"round-{job[-1].number:06d}")
         write_rows(self.spark, rows, self.storage.path(staged), train.dim)
-        for pairs in kept:
-            pairs.unpersist()
+        for records in kept:
+            records.unpersist()
         result = statistics.value
         description = f"rounds {first.number}-{job[-1].number} of {len(self.schedule)}"
         if not math.isfinite(result.loss):
@@ -257,36 +262,76 @@ class Trainer:
               f"over, {counts['new_words']:,} new, {counts['dropped_words']:,} dropped", flush=True)
         return self.warm_start.rows(train.dim, train.seed, groups, 0)
 
-    def round_pairs(self, plan: RoundPlan, planned: Round, statistics) -> RDD:
-        """``(task, Pairs)`` of the round's sentences, keyed by the task of their context group."""
+    def job_sources(self, job: list[Round]) -> RDD:
+        """The sentences of the job's rounds as numbered sources of pairs, each marked with its round
+        (`sentence_sources`), kept for the job: one scan of the corpus per job, not per round.
+
+        The sentences travel to the Python side that makes the pairs as Arrow IPC binary values (a
+        fifth of the pairs' bytes), so the pairs go straight from the Python worker to the shuffle.
+        A job that spans more than an epoch holds a sentence once per round it is in.
+        """
         position = F.col("position")
-        sentences = self.corpus.where((position >= planned.low) & (position < planned.high))
-        # the sentences travel to the Python side that makes the pairs as Arrow IPC binary values (a
-        # fifth of the pairs' bytes), so the pairs go straight from the Python worker to the shuffle
-        sources = sentences.select("sentence_key", "ids").mapInArrow(sentence_sources, spark_schema(SOURCES_SCHEMA))
-        records = sources.rdd.flatMap(functools.partial(
+        in_job = functools.reduce(operator.or_, [(position >= planned.low) & (position < planned.high)
+                                                 for planned in job])
+        spans = tuple((planned.number, planned.low, planned.high) for planned in job)
+        chunk_rows = self.config.spark.arrow_batch_rows
+        sources = self.corpus.where(in_job).mapInArrow(
+            functools.partial(sentence_sources, spans=spans, chunk_rows=chunk_rows), spark_schema(SOURCES_SCHEMA))
+        return persisted(sources.rdd)
+
+    def round_pairs(self, sources: RDD, plan: RoundPlan, statistics) -> RDD:
+        """``(task, Pairs)`` of the round's sources (`job_sources`), keyed by the task of their context group."""
+        records = sources.flatMap(functools.partial(
             source_records, plan=plan, keep_probability=self.keep_probability, statistics=statistics))
-        return records.partitionBy(planned.groups, task_partition)
+        return records.partitionBy(plan.groups, task_partition)
 
 
-def sentence_sources(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side of `Trainer.round_pairs`: the scan partition's sentences as numbered sources of
-    pairs (`SOURCE_SHIFT`), one Arrow IPC stream each: runs of a batch's sentences in key order
-    (`source_bounds`), so that the pairs come in the same order whatever the sources' size."""
+def sentence_sources(batches: Iterator[pa.RecordBatch], spans: tuple[tuple[int, float, float], ...],
+                     chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """Executor side of `Trainer.job_sources`: the scan partition's sentences as numbered sources
+    of pairs (`SOURCE_SHIFT`), one Arrow IPC stream each, for each round ``(number, low, high)`` of
+    `spans` that holds them (position in [low, high)).
+
+    A round's sentences are cut, in scan order, into chunks of `chunk_rows` (Spark's Arrow batch
+    size), and a chunk into runs of its sentences in key order (`source_bounds`). So a round's
+    sources, and the draws keyed by their numbers, depend neither on the other rounds of its job
+    nor on how Spark batched the job's rows: a resumed job makes the same pairs.
+    """
     partition = TaskContext.get().partitionId()
-    number = 0
-    for batch in map(key_ordered, batches):
-        for start, stop in source_bounds(list_lengths(batch.column("ids"))):
-            stream = pa.BufferOutputStream()
-            with pa.ipc.new_stream(stream, batch.schema) as writer:
-                writer.write_batch(batch.slice(start, stop - start))
-            yield pa.RecordBatch.from_pydict({"source": [(partition << SOURCE_SHIFT) | number],
-                                              "sentences": [stream.getvalue().to_pybytes()]}, schema=SOURCES_SCHEMA)
-            number += 1
+    pending = {number: [] for number, _, _ in spans}  # each round's sentences not yet cut, in scan order
+    made = dict.fromkeys(pending, 0)  # sources so far, by round
+    for batch in batches:
+        position = batch.column("position").to_numpy()
+        sentences = batch.select(ENCODED_SCHEMA.names)
+        for number, low, high in spans:
+            pending[number].append(sentences.filter(pa.array((position >= low) & (position < high))))
+            while sum(part.num_rows for part in pending[number]) >= chunk_rows:
+                rows = pa.Table.from_batches(pending[number])
+                pending[number] = rows.slice(chunk_rows).to_batches()
+                yield from round_sources(rows.slice(0, chunk_rows), number, partition, made)
+    for number, parts in pending.items():
+        if parts:  # none when the partition is empty
+            yield from round_sources(pa.Table.from_batches(parts), number, partition, made)
+
+
+def round_sources(chunk: pa.Table, number: int, partition: int, made: dict[int, int]) -> Iterator[pa.RecordBatch]:
+    """One chunk of a round's sentences as sources (`sentence_sources`); counts them in `made`."""
+    chunk = key_ordered(chunk.combine_chunks())
+    for start, stop in source_bounds(list_lengths(chunk.column("ids").combine_chunks())):
+        stream = pa.BufferOutputStream()
+        with pa.ipc.new_stream(stream, chunk.schema) as writer:
+            writer.write_table(chunk.slice(start, stop - start))
+        yield pa.RecordBatch.from_pydict({
+            "round_number": [number], "source": [(partition << SOURCE_SHIFT) | made[number]],
+            "sentences": [stream.getvalue().to_pybytes()]}, schema=SOURCES_SCHEMA)
+        made[number] += 1
 
 
 def source_records(row, plan: RoundPlan, keep_probability, statistics) -> list[tuple[int, Pairs]]:
-    """Executor side of `Trainer.round_pairs`: one source's ``(task, Pairs)`` (`source_pairs`)."""
+    """Executor side of `Trainer.round_pairs`: one source's ``(task, Pairs)`` (`source_pairs`), or
+    none when the source belongs to another round of the job."""
+    if row["round_number"] != plan.number:
+        return []
     started = time.perf_counter()
     sentences = pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all()
     found = list(source_pairs(sentences, row["source"], plan, keep_probability.value))
