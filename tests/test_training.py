@@ -315,8 +315,9 @@ def test_sources_are_key_ordered_runs_of_each_rounds_sentences_whatever_the_batc
 
     def sources_of(batches, spans):
         made = driver_module.sentence_sources(iter(batches), spans, chunk_rows=5)
-        return [(row["round_number"], row["source"],
-                 pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all()) for out in made for row in out.to_pylist()]
+        rows = [row for out in made for row in out.to_pylist()]
+        return [(row["round_number"], row["source"], pa.ipc.open_stream(pa.py_buffer(row["sentences"])).read_all())
+                for row in rows]
 
     # round 7 holds [0, 0.5), round 8 [0.5, 0.8); key 7 is in neither, and round 9 repeats [0.3, 0.4)
     spans = ((7, 0.0, 0.5), (8, 0.5, 0.8), (9, 0.3, 0.4))
