@@ -32,8 +32,8 @@ from sgns_spark.layout import (
     round_directory,
 )
 from sgns_spark.storage import Storage
-from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, word_groups
-from sgns_spark.train.task import MAX_CHUNK_ROWS, Rows
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
+from sgns_spark.train.task import Rows, keyed_chunks
 
 INIT_BLOCK_ROWS = 4096  # ids initialised together from one seeded generator
 INIT_STREAM = 0x5EED  # separates init draws from training draws of the same seed
@@ -103,17 +103,6 @@ def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int,
         ids, input_vectors = ids[fresh], input_vectors[fresh]
     yield from keyed_chunks(ids, INPUT_SIDE, input_vectors, groups, phase)
     yield from keyed_chunks(ids, OUTPUT_SIDE, np.zeros_like(input_vectors), groups, phase)
-
-
-def keyed_chunks(ids: np.ndarray, side: int, vectors: np.ndarray, groups: int, phase: int) -> Iterator:
-    """``(task, Rows)`` of some rows of one side, one chunk per group, keyed by their owner."""
-    group = word_groups(ids, groups)
-    for value in np.unique(group):
-        chosen = np.flatnonzero(group == value)
-        owner = int(owner_task(int(value), side, phase, groups))
-        for start in range(0, chosen.size, MAX_CHUNK_ROWS):
-            piece = chosen[start : start + MAX_CHUNK_ROWS]
-            yield owner, Rows(side, int(value), ids[piece].astype(np.int32), vectors[piece])
 
 
 def committed_rows(spark: SparkSession, storage: Storage, model_round: int, dim: int, groups: int,

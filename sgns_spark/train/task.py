@@ -321,13 +321,18 @@ def joined(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def next_owners(rows: LocalRows, side: int, plan: PhasePlan) -> Iterator[tuple[int, Rows]]:
-    """The rows in chunks of one next-phase group each, keyed by the task that owns them then."""
-    if rows.ids.size == 0:
-        return
-    group = word_groups(rows.ids, plan.next_groups)  # (local,)
-    for next_group in np.unique(group):
-        chosen = np.flatnonzero(group == next_group)
-        owner = int(owner_task(int(next_group), side, plan.next_phase, plan.next_groups))
+    """The rows keyed by the task that owns them in the next phase (`keyed_chunks`)."""
+    return keyed_chunks(rows.ids, side, rows.vectors, plan.next_groups, plan.next_phase)
+
+
+def keyed_chunks(ids: np.ndarray, side: int, vectors: np.ndarray, groups: int, phase: int
+                 ) -> Iterator[tuple[int, Rows]]:
+    """``(task, Rows)`` of some rows of one side, in chunks of one group each (of a round of
+    `groups`), keyed by the task that owns them in `phase`."""
+    group = word_groups(ids, groups)  # (rows,)
+    for value in np.unique(group):
+        chosen = np.flatnonzero(group == value)
+        owner = int(owner_task(int(value), side, phase, groups))
         for start in range(0, chosen.size, MAX_CHUNK_ROWS):
             piece = chosen[start : start + MAX_CHUNK_ROWS]
-            yield owner, Rows(side, int(next_group), rows.ids[piece].astype(np.int32), rows.vectors[piece])
+            yield owner, Rows(side, int(value), ids[piece].astype(np.int32), vectors[piece])
