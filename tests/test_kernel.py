@@ -1,6 +1,7 @@
 """The kernel against a slow per-pair loop, finite differences, and a toy corpus."""
 
 import numpy as np
+import pytest
 
 from sgns_spark.train import kernel
 from sgns_spark.train.kernel import GRADIENT_SHARE, CarriedRows, scatter_add_rows, sgns_step
@@ -198,6 +199,19 @@ def test_scatter_add_sums_repeated_rows():
     matrix = np.zeros((3, 2), dtype=np.float32)
     scatter_add_rows(matrix, np.array([2, 0, 2, 2]), np.arange(8, dtype=np.float32).reshape(4, 2))
     np.testing.assert_array_equal(matrix, [[2, 3], [0, 0], [0 + 4 + 6, 1 + 5 + 7]])
+
+
+@pytest.mark.parametrize("dim", [4, 5])  # even rows are scattered as complex64 pairs, odd ones as float32
+def test_scatter_add_equals_a_row_by_row_loop_to_the_bit(dim):
+    rng = np.random.default_rng(dim)
+    matrix = rng.normal(size=(6, dim)).astype(np.float32)
+    rows = rng.integers(0, 4, size=40)  # many repeats, rows 4 and 5 untouched
+    updates = rng.normal(size=(40, dim)).astype(np.float32)
+    expected = matrix.copy()
+    for row, update in zip(rows, updates, strict=True):  # float32 sums in the scatter's order
+        expected[row] += update
+    scatter_add_rows(matrix, rows, updates)
+    np.testing.assert_array_equal(matrix, expected)
 
 
 def test_loss_falls_on_a_toy_corpus():
