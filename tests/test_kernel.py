@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sgns_spark.train import kernel
-from sgns_spark.train.kernel import GRADIENT_SHARE, CarriedRows, scatter_add_rows, sgns_step
+from sgns_spark.train.kernel import GRADIENT_SHARE, CarriedRows, RowSums, scatter_add_rows, sgns_step
 
 NEGATIVE = 3
 
@@ -193,6 +193,20 @@ def test_kernel_step_is_minus_the_finite_difference_gradient():
             matrix[index] = original
             numeric[index] = (plus - minus) / (2 * epsilon)
         np.testing.assert_allclose((stepped - matrix) / rate, -numeric, atol=2e-2, rtol=2e-2)
+
+
+def test_kept_row_sums_give_each_minibatch_the_reference_step_and_are_left_zeroed():
+    rng = np.random.default_rng(5)
+    input_vectors, output_vectors, *_ = batch_with_duplicates(rng)
+    row_sums = RowSums.of(input_vectors, output_vectors)
+    for _ in range(3):  # sums left over from a minibatch would shrink the next one's steps
+        _, _, *batch = batch_with_duplicates(rng)
+        expected_in, expected_out, factor_in, _ = reference_step(input_vectors, output_vectors, *batch, 0.5)
+        assert (factor_in < 0.9).any()  # the limit binds
+        sgns_step(input_vectors, output_vectors, *batch, NEGATIVE / batch[-1].size, 0.5, row_sums=row_sums)
+        np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
+        np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
+    assert not row_sums.input_rows.any() and not row_sums.output_rows.any()
 
 
 def test_scatter_add_sums_repeated_rows():
