@@ -167,11 +167,12 @@ class PairTiles:
         padded[: unit_rows.size] = unit_rows
         return padded
 
-    def center_grid(self, centers: np.ndarray) -> np.ndarray:
-        """``(tiles, width, dim)`` the (C, dim) center vectors in their cells, zeros elsewhere."""
-        grid = np.zeros((self.pair_counts.shape[0] * self.width, centers.shape[1]), dtype=np.float32)
-        grid[self.center_cells] = centers
-        return grid.reshape(self.pair_counts.shape[0], self.width, centers.shape[1])
+    def padded_centers(self) -> np.ndarray:
+        """``(tiles x width,)`` the center rows in their cells, padded with row 0 (padding cells
+        count no pair), so that one gather fills the grid."""
+        padded = np.zeros(self.pair_counts.shape[0] * self.width, dtype=np.int64)
+        padded[self.center_cells] = self.center_rows
+        return padded
 
 
 def sgns_step(
@@ -238,7 +239,7 @@ def sgns_step(
     units_count = unit_rows.size
     padded_units = input_vectors[tiles.padded_units(unit_rows)]  # (T * P, dim) v_c
     tile_units = padded_units.reshape(counts.shape[0], tiles.units_per_tile, -1)  # (T, P, dim)
-    centers = tiles.center_grid(output_vectors[tiles.center_rows])  # (T, W, dim) v'_w
+    centers = output_vectors[tiles.padded_centers()].reshape(counts.shape[0], tiles.width, -1)  # (T, W, dim) v'_w
     noise = output_vectors[noise_rows]  # (M, dim) v'_m
     # the noise term depends on the context row alone: once per distinct row, at its units' summed weight
     # (D,) distinct rows and their first units, (U,) each unit's distinct row
