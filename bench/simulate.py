@@ -24,7 +24,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman  # noqa: E402
-from sgns_spark.train.kernel import RowSums, sgns_step  # noqa: E402
+from sgns_spark.train.kernel import RowScratch, sgns_step  # noqa: E402
 from sgns_spark.train.sampling import NoiseSampler, seeded_generator, skipgram_pairs  # noqa: E402
 from sgns_spark.train.schedule import pair_strata, word_groups  # noqa: E402
 from sgns_spark.vectors import Vectors  # noqa: E402
@@ -100,13 +100,13 @@ def train_block(model, context_ids, center_ids, position, pool_sampler, pool_ids
     pools = pool_ids[pool_sampler.draw(generator, (batch_start.size, POOL))]
     loss = 0.0
     pairs = center_ids.size
-    row_sums = RowSums.of(model.input, model.output)
+    scratch = RowScratch.of(model.input, model.output)
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
         pair_first, pair_stop = unit_end[first] - unit_pairs[first], unit_end[stop - 1]
         rate = learning_rate(progress_start + progress_span * pair_first / pairs)
         loss += sgns_step(model.input, model.output, unit_ids[first:stop], unit_pairs[first:stop],
                           center_ids[pair_first:pair_stop], pools[number], noise_weight, rate,
-                          with_loss=number % 8 == 0, applied_curvature=applied, row_sums=row_sums)
+                          with_loss=number % 8 == 0, applied_curvature=applied, scratch=scratch)
     return loss
 
 

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from sgns_spark.train import kernel
-from sgns_spark.train.kernel import GRADIENT_SHARE, CarriedRows, RowSums, scatter_add_rows, sgns_step
+from sgns_spark.train.kernel import (
+    GRADIENT_SHARE,
+    NO_UNIT,
+    CarriedRows,
+    RowScratch,
+    distinct_rows,
+    scatter_add_rows,
+    sgns_step,
+)
 
 NEGATIVE = 3
 
@@ -195,18 +203,32 @@ def test_kernel_step_is_minus_the_finite_difference_gradient():
         np.testing.assert_allclose((stepped - matrix) / rate, -numeric, atol=2e-2, rtol=2e-2)
 
 
-def test_kept_row_sums_give_each_minibatch_the_reference_step_and_are_left_zeroed():
+def test_kept_scratch_gives_each_minibatch_the_reference_step_and_is_left_as_it_was():
     rng = np.random.default_rng(5)
     input_vectors, output_vectors, *_ = batch_with_duplicates(rng)
-    row_sums = RowSums.of(input_vectors, output_vectors)
+    scratch = RowScratch.of(input_vectors, output_vectors)
     for _ in range(3):  # sums left over from a minibatch would shrink the next one's steps
         _, _, *batch = batch_with_duplicates(rng)
         expected_in, expected_out, factor_in, _ = reference_step(input_vectors, output_vectors, *batch, 0.5)
         assert (factor_in < 0.9).any()  # the limit binds
-        sgns_step(input_vectors, output_vectors, *batch, NEGATIVE / batch[-1].size, 0.5, row_sums=row_sums)
+        sgns_step(input_vectors, output_vectors, *batch, NEGATIVE / batch[-1].size, 0.5, scratch=scratch)
         np.testing.assert_allclose(input_vectors, expected_in, atol=1e-5)
         np.testing.assert_allclose(output_vectors, expected_out, atol=1e-5)
-    assert not row_sums.input_rows.any() and not row_sums.output_rows.any()
+    assert not scratch.input_sums.any() and not scratch.output_sums.any() and (scratch.first_units == NO_UNIT).all()
+
+
+def test_distinct_rows_are_numpys_unique_in_first_appearance_order():
+    rng = np.random.default_rng(7)
+    rows = rng.integers(0, 30, size=200)  # many repeats
+    first_units = np.full(40, NO_UNIT, dtype=np.int64)
+    for _ in range(2):  # the second call sees the array as the first left it
+        distinct, first_unit, inverse = distinct_rows(rows, first_units)
+        expected_rows, expected_first = np.unique(rows, return_index=True)
+        order = np.argsort(expected_first)
+        np.testing.assert_array_equal(distinct, expected_rows[order])
+        np.testing.assert_array_equal(first_unit, expected_first[order])
+        np.testing.assert_array_equal(distinct[inverse], rows)
+        assert (first_units == NO_UNIT).all()
 
 
 def test_scatter_add_sums_repeated_rows():

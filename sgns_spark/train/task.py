@@ -27,7 +27,7 @@ import pyarrow as pa
 from sgns_spark.arrow import list_lengths
 from sgns_spark.config import TrainSettings
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.train.kernel import CarriedRows, PairTiles, RowSums, sgns_step
+from sgns_spark.train.kernel import CarriedRows, PairTiles, RowScratch, sgns_step
 from sgns_spark.train.sampling import (
     NOISE_STREAM,
     SUBSAMPLE_STREAM,
@@ -295,7 +295,7 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
                                  plan.phase * groups + task)
     pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
     carried_rows = None if carried is None else (carried[inputs.ids], carried[outputs.ids])  # (local,) each
-    row_sums = RowSums.of(inputs.vectors, outputs.vectors)
+    scratch = RowScratch.of(inputs.vectors, outputs.vectors)
     loss, sampled_pairs = 0.0, 0
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
         pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
@@ -310,7 +310,7 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
             inputs.vectors, outputs.vectors, unit_rows[first:stop], context_pairs[first:stop],
             center_rows[pair_first:pair_stop], pools[number], noise_weight, settings.learning_rate * factor,
             with_loss, carried=None if carried_rows is None else CarriedRows(
-                *carried_rows, settings.warm_start_learning_rate * factor), tiles=next(tiles), row_sums=row_sums,
+                *carried_rows, settings.warm_start_learning_rate * factor), tiles=next(tiles), scratch=scratch,
         )
         sampled_pairs += pair_stop - pair_first if with_loss else 0
     return loss * pairs / max(sampled_pairs, 1), pairs  # the sampled batches' loss, scaled to all pairs
