@@ -284,10 +284,12 @@ def sgns_step(
                                                     scratch.input_sums, input_applied)  # (U,)
     output_rates = output_rate * curvature_step_limit(output_slots, output_rate * output_curvature,
                                                       scratch.output_sums, output_applied)  # (C + M,)
-    # each slot's step: the summed gradient times the slot's rate (the same for every slot of a row)
-    input_update = (positive_gradient @ centers).reshape(-1, centers.shape[2])[:units_count]  # (U, dim)
-    input_update[first_unit] -= negative_gradient @ noise
-    input_update *= input_rates[:, None]
+    # each row's step: its summed gradient times its rate (the same for every slot of a row);
+    # an input row's units are summed on its distinct row first, which takes its noise terms
+    input_update = np.negative(negative_gradient @ noise)  # (D, dim)
+    positive_update = (positive_gradient @ centers).reshape(-1, centers.shape[2])[:units_count]  # (U, dim)
+    scatter_add_rows(input_update, unit_context, positive_update)
+    input_update *= input_rates[first_unit, None]
     center_count = tiles.center_rows.size
     output_update = np.empty((output_slots.size, centers.shape[2]), dtype=np.float32)  # (C + M, dim)
     center_update = positive_gradient.transpose(0, 2, 1) @ tile_units  # (T, W, dim)
@@ -295,11 +297,7 @@ def sgns_step(
     np.matmul(negative_gradient.T, contexts, out=output_update[center_count:])
     output_update[center_count:] *= -1.0
     output_update *= output_rates[:, None]
-    # a row's first unit by plain indexing (its rows are distinct), the repeats by the summing scatter
-    input_vectors[context_rows] += input_update[first_unit]
-    repeats = np.ones(units_count, dtype=bool)  # (U,)
-    repeats[first_unit] = False
-    scatter_add_rows(input_vectors, unit_rows[repeats], input_update[repeats])
+    input_vectors[context_rows] += input_update  # distinct rows: plain indexing
     scatter_add_rows(output_vectors, output_slots, output_update)
     return loss
 
