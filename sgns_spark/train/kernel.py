@@ -268,28 +268,29 @@ def sgns_step(
     noise_sensitivity *= negative_gradient
     unit_norms = np.einsum("tpd,tpd->tp", tile_units, tile_units)  # (T, P) |v_c|^2
     center_norms = np.einsum("twd,twd->tw", centers, centers)  # (T, W) |v'_w|^2
-    # input rows: one slot per unit (its positive terms; the first unit of a row also takes the
-    # row's noise terms); output rows: one per tile's center, one per pool word
-    input_curvature = np.einsum("tpw,tw->tp", positive_sensitivity, center_norms).reshape(-1)[:units_count]  # (U,)
-    input_curvature[first_unit] += noise_sensitivity @ np.einsum("md,md->m", noise, noise)
+    # input rows: one slot per distinct row (its units' positive terms and its noise terms);
+    # output rows: one per tile's center, one per pool word
+    unit_curvature = np.einsum("tpw,tw->tp", positive_sensitivity, center_norms).reshape(-1)[:units_count]  # (U,)
+    input_curvature = noise_sensitivity @ np.einsum("md,md->m", noise, noise) + np.bincount(
+        unit_context, weights=unit_curvature, minlength=context_rows.size)  # (D,)
     output_slots = np.concatenate([tiles.center_rows, noise_rows])  # (C + M,)
     output_curvature = np.concatenate([
         np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms).reshape(-1)[tiles.center_cells],  # (C,)
         noise_sensitivity.T @ unit_norms.reshape(-1)[first_unit],  # (M,)
     ])
     input_applied, output_applied = applied_curvature or (None, None)
-    input_rate = slot_rates(unit_rows, learning_rate, carried, INPUT_SIDE)  # (U,), or a scalar
+    input_rate = slot_rates(context_rows, learning_rate, carried, INPUT_SIDE)  # (D,), or a scalar
     output_rate = slot_rates(output_slots, learning_rate, carried, OUTPUT_SIDE)  # (C + M,), or a scalar
-    input_rates = input_rate * curvature_step_limit(unit_rows, input_rate * input_curvature,
-                                                    scratch.input_sums, input_applied)  # (U,)
+    input_rates = input_rate * curvature_step_limit(context_rows, input_rate * input_curvature,
+                                                    scratch.input_sums, input_applied)  # (D,)
     output_rates = output_rate * curvature_step_limit(output_slots, output_rate * output_curvature,
                                                       scratch.output_sums, output_applied)  # (C + M,)
     # each row's step: its summed gradient times its rate (the same for every slot of a row);
-    # an input row's units are summed on its distinct row first, which takes its noise terms
+    # an input row's units are summed on its distinct row, which starts from its noise terms
     input_update = np.negative(negative_gradient @ noise)  # (D, dim)
     positive_update = (positive_gradient @ centers).reshape(-1, centers.shape[2])[:units_count]  # (U, dim)
     scatter_add_rows(input_update, unit_context, positive_update)
-    input_update *= input_rates[first_unit, None]
+    input_update *= input_rates[:, None]
     center_count = tiles.center_rows.size
     output_update = np.empty((output_slots.size, centers.shape[2]), dtype=np.float32)  # (C + M, dim)
     center_update = positive_gradient.transpose(0, 2, 1) @ tile_units  # (T, W, dim)
