@@ -63,15 +63,13 @@ class RowScratch(NamedTuple):
     that a step costs its slots, not the matrices' rows (a fresh zeroed array of 500k rows took
     28 us a minibatch on one core, 2M rows 90 us; measured)."""
 
-    input_sums: np.ndarray  # (input rows,) float32 zeros: `curvature_step_limit`
-    output_sums: np.ndarray  # (output rows,) float32 zeros: `curvature_step_limit`
+    output_sums: np.ndarray  # (output rows,) float32 zeros: `row_totals`
     first_units: np.ndarray  # (input rows,) int64 NO_UNIT: `distinct_rows`
 
     @classmethod
     def of(cls, input_vectors: np.ndarray, output_vectors: np.ndarray) -> RowScratch:
         """The scratch of a block's two matrices."""
-        return cls(np.zeros(input_vectors.shape[0], dtype=np.float32),
-                   np.zeros(output_vectors.shape[0], dtype=np.float32),
+        return cls(np.zeros(output_vectors.shape[0], dtype=np.float32),
                    np.full(input_vectors.shape[0], NO_UNIT, dtype=np.int64))
 
 
@@ -271,8 +269,8 @@ def sgns_step(
     # input rows: one slot per distinct row (its units' positive terms and its noise terms);
     # output rows: one per tile's center, one per pool word
     unit_curvature = np.einsum("tpw,tw->tp", positive_sensitivity, center_norms).reshape(-1)[:units_count]  # (U,)
-    input_curvature = noise_sensitivity @ np.einsum("md,md->m", noise, noise) + np.bincount(
-        unit_context, weights=unit_curvature, minlength=context_rows.size)  # (D,)
+    input_curvature = (noise_sensitivity @ np.einsum("md,md->m", noise, noise) + np.bincount(
+        unit_context, weights=unit_curvature, minlength=context_rows.size)).astype(np.float32)  # (D,)
     output_slots = np.concatenate([tiles.center_rows, noise_rows])  # (C + M,)
     output_curvature = np.concatenate([
         np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms).reshape(-1)[tiles.center_cells],  # (C,)
@@ -281,10 +279,12 @@ def sgns_step(
     input_applied, output_applied = applied_curvature or (None, None)
     input_rate = slot_rates(context_rows, learning_rate, carried, INPUT_SIDE)  # (D,), or a scalar
     output_rate = slot_rates(output_slots, learning_rate, carried, OUTPUT_SIDE)  # (C + M,), or a scalar
+    # an input row has one slot; an output row's slots are summed first (a row's slots share one rate)
     input_rates = input_rate * curvature_step_limit(context_rows, input_rate * input_curvature,
-                                                    scratch.input_sums, input_applied)  # (D,)
-    output_rates = output_rate * curvature_step_limit(output_slots, output_rate * output_curvature,
-                                                      scratch.output_sums, output_applied)  # (C + M,)
+                                                    input_applied)  # (D,)
+    output_row_curvature = row_totals(output_slots, output_rate * output_curvature, scratch.output_sums)
+    output_rates = output_rate * curvature_step_limit(output_slots, output_row_curvature,
+                                                      output_applied)  # (C + M,)
     # each row's step: its summed gradient times its rate (the same for every slot of a row);
     # an input row's units are summed on its distinct row, which starts from its noise terms
     input_update = np.negative(negative_gradient @ noise)  # (D, dim)
@@ -313,7 +313,7 @@ def slot_rates(slots: np.ndarray, learning_rate: float, carried: CarriedRows | N
     return np.where(carried[side][slots], np.float32(carried.learning_rate), rate)  # (slots,)
 
 
-def curvature_step_limit(rows: np.ndarray, step_curvature: np.ndarray, row_sums: np.ndarray,
+def curvature_step_limit(rows: np.ndarray, row_curvature: np.ndarray,
                          applied: np.ndarray | None = None) -> np.ndarray:
     """``(slots,) float32`` factors <= 1 that keep each row's summed step from overshooting.
 
@@ -337,22 +337,35 @@ def curvature_step_limit(rows: np.ndarray, step_curvature: np.ndarray, row_sums:
     ----------
     rows : numpy.ndarray
         ``(slots,)`` row of each slot, repeats allowed.
-    step_curvature : numpy.ndarray
-        ``(slots,)`` each slot's rate x its summed ``max(s(1 - s), GRADIENT_SHARE |g|) |x|^2``
-        (a row's slots share one rate).
-    row_sums : numpy.ndarray
-        ``(rows of the matrix,)`` float32 zeros (`RowScratch`), zeros again on return. The rows'
-        sums are taken there with the fast 1-D ``np.add.at``: five times faster than
-        ``np.unique`` and ``np.bincount`` on the slots.
+    row_curvature : numpy.ndarray
+        ``(slots,)`` the rate x summed ``max(s(1 - s), GRADIENT_SHARE |g|) |x|^2`` of each
+        slot's row, over all the row's slots (`row_totals` where a row has several).
     applied : numpy.ndarray, optional
         ``(rows of the matrix,)`` each row's limited rate x curvature, added to in place.
     """
-    np.add.at(row_sums, rows, step_curvature.astype(np.float32))
-    row_curvature = row_sums[rows]  # (slots,) the summed curvature of each slot's row
-    row_sums[rows] = 0.0
     if applied is not None:  # a row's slots carry one sum, so the buffered assignment adds it once
         applied[rows] += np.minimum(row_curvature, MAX_CURVATURE_STEP)
     return MAX_CURVATURE_STEP / np.maximum(row_curvature, MAX_CURVATURE_STEP)
+
+
+def row_totals(rows: np.ndarray, values: np.ndarray, row_sums: np.ndarray) -> np.ndarray:
+    """``(slots,) float32`` the sum of `values` over all slots of each slot's row.
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        ``(slots,)`` row of each slot, repeats allowed.
+    values : numpy.ndarray
+        ``(slots,)``.
+    row_sums : numpy.ndarray
+        ``(rows of the matrix,)`` float32 zeros (`RowScratch`), zeros again on return. The sums
+        are taken there with the fast 1-D ``np.add.at``: five times faster than ``np.unique``
+        and ``np.bincount`` on the slots.
+    """
+    np.add.at(row_sums, rows, values.astype(np.float32))
+    totals = row_sums[rows]  # (slots,)
+    row_sums[rows] = 0.0
+    return totals
 
 
 def distinct_rows(rows: np.ndarray, first_units: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
