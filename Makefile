@@ -20,6 +20,7 @@ QUICK ?=
 SET ?=
 LINES ?= 1000
 GENSIM_SEEDS ?= 1
+OURS_SEEDS ?=
 BENCH_CORPUS ?= ../shared/data/enwiki_text8style_1e8.gz
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -57,11 +58,11 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 # Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim]
-# [MODE=scaling|size|memory|retrain|profile] [LINES=12] [GENSIM_SEEDS=1,2,3] [SET="train.key=value ..."]
+# [MODE=scaling|size|memory|retrain|profile] [LINES=12] [GENSIM_SEEDS=1,2,3] [OURS_SEEDS=1,2,3] [SET="train.key=value ..."]
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py --corpus $(BENCH_CORPUS) --epochs $(EPOCHS) --shards $(SHARDS) \
 		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment)) \
-		--lines $(LINES) --gensim-seeds $(GENSIM_SEEDS)
+		--lines $(LINES) --gensim-seeds $(GENSIM_SEEDS) $(if $(OURS_SEEDS),--ours-seeds $(OURS_SEEDS))
 
 bench-report: $(BENCH_STAMP)
 	$(PY) bench/report.py

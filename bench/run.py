@@ -414,17 +414,28 @@ def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
 MEASURES = ("analogy", "ws353", "simlex")
 
 
+def seed_mean(rows: list[dict], system: str) -> dict | None:
+    """The runs of one system: the only one, or with several seeds a mean row (``system mean``)
+    that carries their spread (max - min) of every measure; None without a run."""
+    seeds = [row for row in rows if row["system"] == system]
+    if len(seeds) < 2:
+        return seeds[0] if seeds else None
+    averaged = [key for key in ("vocab_s", "train_s", "words_per_s", *MEASURES) if seeds[0].get(key) is not None]
+    return {"system": f"{system} mean", "seed": ",".join(str(row["seed"]) for row in seeds),
+            **{key: sum(row[key] for row in seeds) / len(seeds) for key in averaged},
+            "spread": {key: max(row[key] for row in seeds) - min(row[key] for row in seeds)
+                       for key in MEASURES if key in averaged}}
+
+
 def markdown(rows: list[dict]) -> str:
-    """One row per run; several gensim seeds also give their mean, which the ratios compare to."""
+    """One row per run; a system run with several seeds (ours or gensim) also gets its mean row,
+    which the ratios compare, and its spread."""
     columns = ["system", "seed", "epochs", "shards", "lines", "vocab_s", "train_s", "export_s", "words_per_s",
                "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", *MEASURES[1:]]
-    seeds = [row for row in rows if row["system"] == "gensim"]
-    mean = None
-    if len(seeds) > 1:
-        averaged = [key for key in ("vocab_s", "train_s", "words_per_s", *MEASURES) if seeds[0].get(key) is not None]
-        mean = {"system": "gensim mean", **{key: sum(row[key] for row in seeds) / len(seeds) for key in averaged}}
+    summaries = {system: seed_mean(rows, system) for system in ("ours", "gensim", "mllib")}
+    means = [summary for summary in summaries.values() if summary and "spread" in summary]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows + ([mean] if mean else []):
+    for row in rows + means:
         cells = []
         for column in columns:
             value = row.get(column, "")
@@ -433,15 +444,12 @@ def markdown(rows: list[dict]) -> str:
                     f"{value:.3f}" if column in MEASURES else f"{value:,.0f}")
             cells.append("" if value is None else str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    if mean:
-        spread = ", ".join(f"{key} {max(row[key] for row in seeds) - min(row[key] for row in seeds):.3f}"
-                           for key in MEASURES if key in mean)
-        seed_list = ", ".join(str(row["seed"]) for row in seeds)
-        lines.append(f"\ngensim's spread over seeds {seed_list} (max - min): {spread}")
-    ours = next((r for r in rows if r["system"] == "ours"), None)
-    references = {"gensim": mean or (seeds[0] if seeds else None),
-                  "mllib": next((r for r in rows if r["system"] == "mllib"), None)}
-    for reference, other in references.items():
+    for mean in means:
+        spread = ", ".join(f"{key} {value:.3f}" for key, value in mean["spread"].items())
+        lines.append(f"\n{mean['system'][: -len(' mean')]}: spread over seeds {mean['seed']} (max - min): {spread}")
+    ours = summaries["ours"]
+    for reference in ("gensim", "mllib"):
+        other = summaries[reference]
         if ours and other:
             differences = ", ".join(f"{key} {ours[key] - other[key]:+.3f}" for key in MEASURES[1:]
                                     if ours.get(key) is not None and other.get(key) is not None)
@@ -450,7 +458,7 @@ def markdown(rows: list[dict]) -> str:
                 both = (other["vocab_s"] + other["train_s"]) / (ours["vocab_s"] + ours["train_s"])
                 through = f" (vocabulary and training: {both:.2f}x)"
             lines.append(
-                f"\nours/{reference}{' mean' if reference == 'gensim' and mean else ''}: training words/s "
+                f"\n{ours['system']}/{other['system']}: training words/s "
                 f"{ours['words_per_s'] / other['words_per_s']:.2f}x{through}, "
                 f"analogy {ours['analogy'] - other['analogy']:+.1%} points, {differences}"
             )
@@ -535,6 +543,9 @@ def main() -> None:
                         help="words per line of the corpus (default mode), e.g. 12 for short sentences")
     parser.add_argument("--gensim-seeds", default="1",
                         help="gensim's seeds, e.g. 1,2,3: it is compared by its mean, with the spread shown")
+    parser.add_argument("--ours-seeds",
+                        help="our train.seed values, e.g. 1,2,3: compared by their mean, with the spread shown "
+                             "(default: --set's train.seed, else 1)")
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -571,9 +582,14 @@ def main() -> None:
                          "fraction": size})
     else:
         corpus, words = prepare_corpus(arguments.corpus, fraction, arguments.lines)
+        if arguments.ours_seeds and "train.seed" in OVERRIDES:
+            sys.exit("bench: give our seeds by OURS_SEEDS or by SET=train.seed=N, not both")
+        ours_seeds = (arguments.ours_seeds or OVERRIDES.get("train.seed", "1")).split(",")
         for system in systems:
             if system == "ours":
-                rows.append(simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default")))
+                rows += [{**simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
+                                                    extra={"train.seed": int(seed)})), "seed": int(seed)}
+                         for seed in ours_seeds]
             elif system == "gensim":
                 rows += [run_in_child(system, corpus, words, arguments.epochs, arguments.shards, int(seed))
                          for seed in arguments.gensim_seeds.split(",")]
