@@ -581,10 +581,10 @@ def main() -> None:
             rows.append({**run_ours(corpus, words, arguments.epochs, arguments.shards, f"size-{size}"),
                          "fraction": size})
     else:
-        corpus, words = prepare_corpus(arguments.corpus, fraction, arguments.lines)
         if arguments.ours_seeds and "train.seed" in OVERRIDES:
             sys.exit("bench: give our seeds by OURS_SEEDS or by SET=train.seed=N, not both")
         ours_seeds = (arguments.ours_seeds or OVERRIDES.get("train.seed", "1")).split(",")
+        corpus, words = prepare_corpus(arguments.corpus, fraction, arguments.lines)
         for system in systems:
             if system == "ours":
                 rows += [{**simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
