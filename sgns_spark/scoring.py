@@ -28,7 +28,7 @@ def evaluation_vectors(vectors: DataFrame, settings: EvaluateSettings) -> Vector
         for first, second, _ in read_similarity_pairs(settings.similarity_path):
             named.update((first, second))
     wanted = (F.col("id") < settings.analogy_top_words) | F.col("word").isin(sorted(named))
-    table = vectors.where(wanted).orderBy("id").select("word", "vector", "count").toArrow()
+    table = vectors.where(wanted).select("id", "word", "vector", "count").toArrow().sort_by("id")
     matrix = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
     return Vectors(table.column("word").to_pylist(), matrix.reshape(table.num_rows, -1),
                    table.column("count").to_numpy())

@@ -119,7 +119,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
         staged_vocab = storage.staging_path(VOCAB_DIRECTORY)
         staged_corpus = storage.staging_path(CORPUS_DIRECTORY)
         vocab.orderBy("id").coalesce(1).write.parquet(storage.path(staged_vocab))
-        words = vocab.orderBy("id").select("word").toArrow().column("word").to_pylist()
+        words = vocab.select("id", "word").toArrow().sort_by("id").column("word").to_pylist()
         encoded = encode_corpus(sentences, words, config.spark.shuffle_partitions)
         encoded.write.parquet(storage.path(staged_corpus))
         report.step("encode")

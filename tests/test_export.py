@@ -161,3 +161,16 @@ def test_whitespace_words_are_refused_before_anything_is_written(spark, storage)
     assert storage.read_json(EXPORT_LATEST)["version"] == first
     assert [n for n in storage.list_names("export") if n.startswith("version=")] == [f"version={first:06d}"]
     assert storage.list_names("_staging") == []
+
+
+def test_evaluation_vectors_are_the_top_words_and_the_named_words_in_id_order(spark):
+    from sgns_spark.config import EvaluateSettings
+    from sgns_spark.scoring import evaluation_vectors
+
+    rows = [(index, f"w{index}", [float(index), -float(index)], 100 - index) for index in range(12)]
+    shuffled = spark.createDataFrame(rows[::-1], "id long, word string, vector array<float>, count long")
+    settings = EvaluateSettings(analogy_top_words=3, neighbour_words=("w9", "w5"))
+    vectors = evaluation_vectors(shuffled.repartition(4), settings)
+    assert vectors.index_to_key == ["w0", "w1", "w2", "w5", "w9"]
+    np.testing.assert_array_equal(vectors["w9"], [9.0, -9.0])
+    np.testing.assert_array_equal(vectors.counts, [100, 99, 98, 95, 91])

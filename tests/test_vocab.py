@@ -73,6 +73,9 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     assert storage.read_json("reports/vocab.json")["counts"] == report["counts"]
     encoded = spark.read.parquet(storage.path("corpus"))
     assert encoded.selectExpr("sum(size(ids))").first()[0] == report["counts"]["retained_tokens"]
+    words = [row.word for row in spark.read.parquet(storage.path("vocab")).orderBy("id").collect()]
+    decoded = Counter(words[index] for row in encoded.collect() for index in row["ids"])
+    assert decoded == Counter({row[0]: row[2] for row in expected})  # ids name the right words
     again = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back
 
