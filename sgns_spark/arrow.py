@@ -1,4 +1,4 @@
-"""Arrow helpers shared by the executor-side functions."""
+"""Arrow helpers shared by the executor-side functions, and the driver's collection of small tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StructType
 
@@ -13,6 +14,15 @@ from pyspark.sql.types import StructType
 def spark_schema(schema: pa.Schema) -> StructType:
     """The Spark schema of an Arrow schema, for mapInArrow and applyInArrow."""
     return from_arrow_schema(schema)
+
+
+def collect_by_id(frame: DataFrame, *columns: str) -> pa.Table:
+    """``id`` and `columns` of every row of `frame` on the driver, in id order.
+
+    Sorted by the driver after ``toArrow``: Spark's ``orderBy`` would add a sampling job and a
+    shuffle (the trainer's vocabulary took 0.6 against 0.2 s in a warm application).
+    """
+    return frame.select("id", *columns).toArrow().sort_by("id")
 
 
 def list_lengths(lists: pa.ListArray) -> np.ndarray:

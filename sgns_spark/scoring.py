@@ -10,6 +10,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from sgns_spark.arrow import collect_by_id
 from sgns_spark.config import EvaluateSettings
 from sgns_spark.evaluate import analogy_accuracy, read_similarity_pairs, similarity_spearman
 from sgns_spark.vectors import Vectors
@@ -28,7 +29,7 @@ def evaluation_vectors(vectors: DataFrame, settings: EvaluateSettings) -> Vector
         for first, second, _ in read_similarity_pairs(settings.similarity_path):
             named.update((first, second))
     wanted = (F.col("id") < settings.analogy_top_words) | F.col("word").isin(sorted(named))
-    table = vectors.where(wanted).select("id", "word", "vector", "count").toArrow().sort_by("id")
+    table = collect_by_id(vectors.where(wanted), "word", "vector", "count")
     matrix = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
     return Vectors(table.column("word").to_pylist(), matrix.reshape(table.num_rows, -1),
                    table.column("count").to_numpy())

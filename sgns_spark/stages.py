@@ -17,6 +17,7 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from sgns_spark.arrow import collect_by_id
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
@@ -119,7 +120,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
         staged_vocab = storage.staging_path(VOCAB_DIRECTORY)
         staged_corpus = storage.staging_path(CORPUS_DIRECTORY)
         vocab.orderBy("id").coalesce(1).write.parquet(storage.path(staged_vocab))
-        words = vocab.select("id", "word").toArrow().sort_by("id").column("word").to_pylist()
+        words = collect_by_id(vocab, "word").column("word").to_pylist()
         encoded = encode_corpus(sentences, words, config.spark.shuffle_partitions)
         encoded.write.parquet(storage.path(staged_corpus))
         report.step("encode")
