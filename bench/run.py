@@ -27,6 +27,7 @@ DEFAULT_CORPUS = SHARED / "enwiki_text8style_1e8.gz"
 QUESTIONS = SHARED / "questions-words.txt"
 WORDSIM = SHARED / "wordsim353.tsv"
 LINE_WORDS = 1000  # gensim's corpus_file mode and MLlib need lines; word2vec.c cuts at 1000 too
+LINES_MODES = ("default", "profile")  # the modes that cut the corpus into lines of --lines words
 SIMLEX_NAME = "simlex999.txt"
 QUICK_FRACTION = 0.1
 SCALING_SHARDS = (2, 8, 32, 64)
@@ -291,13 +292,13 @@ def child_gensim(corpus: Path, epochs: int, output: Path, workers: int, seed: in
                                   **score(vectors_path)}))
 
 
-def run_profile(source: Path, fraction: float, epochs: int, shards: int) -> list[dict]:
+def run_profile(source: Path, fraction: float, epochs: int, shards: int, line_words: int) -> list[dict]:
     """One epoch of ours split into parts, and the kernel on one core beside gensim with 1 worker
-    on one fixed block of the corpus (`PROFILE_BLOCK_FRACTION`)."""
-    corpus, words = prepare_corpus(source, fraction)
+    on one fixed block of the corpus (`PROFILE_BLOCK_FRACTION`), both in lines of `line_words`."""
+    corpus, words = prepare_corpus(source, fraction, line_words)
     epoch = run_ours(corpus, words, epochs, shards, "profile")
     report = json.loads((RESULTS / "runs" / "profile" / "reports" / "train.json").read_text())
-    block, block_words = prepare_corpus(source, PROFILE_BLOCK_FRACTION * fraction)
+    block, block_words = prepare_corpus(source, PROFILE_BLOCK_FRACTION * fraction, line_words)
     output = RESULTS / "cache" / f"kernel-{os.getpid()}.json"
     settings = [f"--set={key}={value}" for key, value in OVERRIDES.items()]
     run_measured([sys.executable, __file__, "--child", "kernel", "--corpus", str(block), "--shards", str(shards),
@@ -540,7 +541,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=int, default=LINE_WORDS,
-                        help="words per line of the corpus (default mode), e.g. 12 for short sentences")
+                        help="words per line of the corpus (default and profile modes), e.g. 12 for short sentences")
     parser.add_argument("--gensim-seeds", default="1",
                         help="gensim's seeds, e.g. 1,2,3: it is compared by its mean, with the spread shown")
     parser.add_argument("--ours-seeds",
@@ -563,13 +564,15 @@ def main() -> None:
         return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
     if not arguments.corpus.exists():
         sys.exit(f"bench: corpus {arguments.corpus} is absent; pass --corpus (make bench CORPUS=...)")
+    if arguments.lines != LINE_WORDS and arguments.mode not in LINES_MODES:
+        sys.exit(f"bench: LINES applies to MODE={' and MODE='.join(LINES_MODES)}, not MODE={arguments.mode}")
     fraction = QUICK_FRACTION if arguments.quick else 1.0
     systems = arguments.systems.split(",")
     rows = []
     if arguments.mode == "memory":
         rows = run_memory(fraction, arguments.epochs, arguments.shards)
     elif arguments.mode == "profile":
-        rows = run_profile(arguments.corpus, fraction, arguments.epochs, arguments.shards)
+        rows = run_profile(arguments.corpus, fraction, arguments.epochs, arguments.shards, arguments.lines)
     elif arguments.mode == "retrain":
         rows = run_retrain(fraction, arguments.corpus, arguments.epochs, arguments.shards)
     elif arguments.mode == "scaling":
