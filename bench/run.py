@@ -541,7 +541,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=int, default=LINE_WORDS,
-                        help="words per line of the corpus (default and profile modes), e.g. 12 for short sentences")
+                        help=f"words per line of the corpus (modes {', '.join(LINES_MODES)}), e.g. 12 for short "
+                             "sentences")
     parser.add_argument("--gensim-seeds", default="1",
                         help="gensim's seeds, e.g. 1,2,3: it is compared by its mean, with the spread shown")
     parser.add_argument("--ours-seeds",
