@@ -532,7 +532,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--systems", default="ours,gensim,mllib")
-    parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION:.0%} of the corpus")
+    parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION * 100:.0f}%% of the corpus")
     parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain", "profile"),
                         default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
