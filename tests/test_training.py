@@ -217,6 +217,14 @@ def test_source_pairs_read_back_through_their_groups_are_the_sources_pairs_each_
         assert sorted(found) == sorted(zip(expected.context_ids.tolist(), expected.center_ids.tolist(), strict=True))
 
 
+def test_pair_strata_are_the_groups_difference_modulo_the_groups():
+    for groups in (1, 2, 3, 7):
+        context, center = (grid.ravel().astype(np.int32) for grid in np.meshgrid(np.arange(groups), np.arange(groups)))
+        strata = pair_strata(context, center, groups)  # every (context group, center group) once
+        assert strata.dtype == np.int32
+        assert strata.tolist() == [(b - a) % groups for a, b in zip(context.tolist(), center.tolist(), strict=True)]
+
+
 def test_blocks_of_a_phase_own_disjoint_rows_and_together_all_of_them():
     rng = np.random.default_rng(0)
     shards = 3

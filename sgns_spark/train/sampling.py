@@ -124,10 +124,12 @@ def skipgram_pairs(
     last = np.r_[starts[1:] - 1, kept_ids.size - 1][sentence_of].astype(np.int32)[:, None]
     center = np.arange(kept_ids.size, dtype=np.int32)[:, None] + offsets  # (kept, 2W)
     center = np.where((center >= first) & (center <= last), center, kept_ids.size)  # outside -> no window
-    context_position, slot = np.nonzero(reach[center] >= distances)  # (pairs,) row-major: by context
+    # (pairs,) row-major: by context, then offset; flat, so that the centers are one 1-D gather
+    flat_pair = np.flatnonzero(reach[center] >= distances)
+    context_position = flat_pair // distances.size  # (pairs,)
     return SkipgramPairs(
         context_ids=kept_ids[context_position],
-        center_ids=kept_ids[center[context_position, slot]],
+        center_ids=kept_ids[center.reshape(-1)[flat_pair]],
         context_position=context_position,
         kept_tokens=int(kept_ids.size),
     )

@@ -167,27 +167,32 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
     pair_count_type = np.min_scalar_type(2 * settings.window)  # a context position's pairs at most
     context_group = group_of_word[pairs.context_ids]  # (pairs,)
     stratum = pair_strata(context_group, group_of_word[pairs.center_ids], groups)  # (pairs,)
-    block = stratum.astype(np.int64) * groups + context_group  # (pairs,)
-    # within a block, pairs stay in context-position order; numpy's stable sort of integers of
-    # at most 16 bits is a radix sort, 6x faster here than of int64
-    order = np.argsort(block.astype(np.min_scalar_type(groups * groups - 1)), kind="stable")
-    block, position = block[order], pairs.context_position[order]  # (pairs,) each
-    unit_start = np.flatnonzero(run_start_flags(block, position))  # (units,)
-    unit_pairs = np.diff(np.r_[unit_start, block.size])  # (units,)
-    unit_block = block[unit_start]  # (units,)
-    context_rows, center_rows = row_of_word[pairs.context_ids[order]], row_of_word[pairs.center_ids[order]]
+    # each pair's block, in the smallest unsigned type that holds every block: within a block, pairs
+    # stay in context-position order, and numpy's stable sort of integers of at most 16 bits is a
+    # radix sort, 6x faster here than of int64
+    key_type = np.min_scalar_type(groups * groups - 1)
+    block_key = stratum.astype(key_type) * key_type.type(groups) + context_group.astype(key_type)  # (pairs,)
+    order = np.argsort(block_key, kind="stable")  # (pairs,)
+    block_key, position = block_key[order], pairs.context_position[order]  # (pairs,) each
+    unit_start = np.flatnonzero(run_start_flags(block_key, position))  # (units,)
+    unit_bounds = np.r_[unit_start, order.size]  # (units + 1,) each unit's first pair, then the end
+    unit_pairs = np.diff(unit_bounds)  # (units,)
+    unit_block = block_key[unit_start]  # (units,)
+    # a unit's pairs share its context: its row is looked up once, at the unit's first pair
+    context_rows = row_of_word[pairs.context_ids[order[unit_start]]]  # (units,)
+    center_rows = row_of_word[pairs.center_ids[order]]  # (pairs,)
     # a block is cut into parts of at most MAX_PART_PAIRS pairs, between units
     block_start = np.flatnonzero(run_start_flags(unit_block))  # (blocks,) first unit of each block
     for first, stop in zip(block_start, np.r_[block_start[1:], unit_block.size], strict=True):
+        stratum_of_block, task = divmod(int(unit_block[first]), groups)
         pairs_before = np.cumsum(unit_pairs[first:stop]) - unit_pairs[first:stop]  # (block units,)
-        part_of_unit = pairs_before // MAX_PART_PAIRS
-        for part in np.unique(part_of_unit):
-            units = first + np.flatnonzero(part_of_unit == part)  # (part units,)
-            pair_from = unit_start[units[0]]
-            pair_to = unit_start[units[-1]] + unit_pairs[units[-1]]
-            stratum_of_block, task = divmod(int(unit_block[first]), groups)
-            yield task, Pairs(stratum_of_block, source, int(part), context_rows[unit_start[units]],
-                              unit_pairs[units].astype(pair_count_type), center_rows[pair_from:pair_to])
+        part_of_unit = pairs_before // MAX_PART_PAIRS  # (block units,) ascending
+        part_start = np.flatnonzero(run_start_flags(part_of_unit))  # (parts,)
+        for part_first, part_stop in zip(part_start, np.r_[part_start[1:], part_of_unit.size], strict=True):
+            units = slice(first + part_first, first + part_stop)
+            yield task, Pairs(stratum_of_block, source, int(part_of_unit[part_first]), context_rows[units],
+                              unit_pairs[units].astype(pair_count_type),
+                              center_rows[unit_bounds[units.start] : unit_bounds[units.stop]])
 
 
 @dataclass(frozen=True)
