@@ -46,7 +46,7 @@ def group_rows(ids: np.ndarray, groups: int) -> np.ndarray:
 def pair_strata(context_group: np.ndarray, center_group: np.ndarray, groups: int) -> np.ndarray:
     """``(pairs,) int32``: the stratum of each (context, center) pair (a wrap, not a modulo: the
     groups' difference lies in (-groups, groups), and an integer division costs more)."""
-    difference = center_group.astype(np.int32) - context_group  # (pairs,)
+    difference = center_group.astype(np.int32) - context_group.astype(np.int32, copy=False)  # (pairs,)
     return np.where(difference < 0, difference + np.int32(groups), difference)
 
 
