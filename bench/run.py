@@ -1,7 +1,8 @@
 """Benchmark: this project side by side with gensim and Spark MLlib, in one command.
 
-Each system runs alone, one after another, on the same tokens, and every system's vectors are
-scored by the project's own evaluation code (DESIGN.md section 5). One JSON file per run goes
+Each system runs alone, one after another (ours and gensim taking turns seed by seed), on the
+same tokens, and every system's vectors are scored by the project's own evaluation code
+(DESIGN.md section 5). One JSON file per run goes
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
@@ -15,6 +16,7 @@ import gzip
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -415,6 +417,27 @@ def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
 MEASURES = ("analogy", "ws353", "simlex")
 
 
+def seeded_turns(systems: list[str], seeds: dict[str, list[str]]) -> list[tuple[str, int]]:
+    """The runs of the default mode, in order: ours and gensim take turns, seed by seed, and the
+    system that starts a turn alternates (ours 1, gensim 1, gensim 2, ours 2, ours 3, ..), so that
+    the machine's drift over the command (its speed swings by a third within minutes) weighs on
+    both systems alike and each turn's pair of runs is a same-minute comparison (`paired_ratios`);
+    MLlib runs once, last."""
+    seeded = [system for system in ("ours", "gensim") if system in systems]
+    turns = []
+    for turn in range(max((len(seeds[system]) for system in seeded), default=0)):
+        ordered = seeded if turn % 2 == 0 else seeded[::-1]
+        turns += [(system, int(seeds[system][turn])) for system in ordered if turn < len(seeds[system])]
+    return turns + [(system, 1) for system in systems if system not in seeded]
+
+
+def paired_ratios(rows: list[dict]) -> list[float]:
+    """Our training words/s over gensim's, turn by turn (`seeded_turns`): ours's i-th run against
+    gensim's i-th run, which ran next to it."""
+    ours, gensim = ([row for row in rows if row["system"] == system] for system in ("ours", "gensim"))
+    return [mine["words_per_s"] / theirs["words_per_s"] for mine, theirs in zip(ours, gensim, strict=False)]
+
+
 def seed_mean(rows: list[dict], system: str) -> dict | None:
     """The runs of one system: the only one, or with several seeds a mean row (``system mean``)
     that carries their spread (max - min) of every measure; None without a run."""
@@ -449,6 +472,10 @@ def markdown(rows: list[dict]) -> str:
         spread = ", ".join(f"{key} {value:.3f}" for key, value in mean["spread"].items())
         lines.append(f"\n{mean['system'][: -len(' mean')]}: spread over seeds {mean['seed']} (max - min): {spread}")
     ours = summaries["ours"]
+    ratios = paired_ratios(rows)
+    if len(ratios) > 1:
+        lines.append(f"\nours/gensim training words/s turn by turn (each pair ran back to back): "
+                     f"{', '.join(f'{ratio:.2f}x' for ratio in ratios)}; median {statistics.median(ratios):.2f}x")
     for reference in ("gensim", "mllib"):
         other = summaries[reference]
         if ours and other:
@@ -589,16 +616,13 @@ def main() -> None:
             sys.exit("bench: give our seeds by OURS_SEEDS or by SET=train.seed=N, not both")
         ours_seeds = (arguments.ours_seeds or OVERRIDES.get("train.seed", "1")).split(",")
         corpus, words = prepare_corpus(arguments.corpus, fraction, arguments.lines)
-        for system in systems:
+        seeds = {"ours": ours_seeds, "gensim": arguments.gensim_seeds.split(",")}
+        for system, seed in seeded_turns(systems, seeds):
             if system == "ours":
-                rows += [{**simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
-                                                    extra={"train.seed": int(seed)})), "seed": int(seed)}
-                         for seed in ours_seeds]
-            elif system == "gensim":
-                rows += [run_in_child(system, corpus, words, arguments.epochs, arguments.shards, int(seed))
-                         for seed in arguments.gensim_seeds.split(",")]
+                rows.append({**simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
+                                                       extra={"train.seed": seed})), "seed": seed})
             else:
-                rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards))
+                rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards, seed))
         for row in rows:
             row["lines"] = arguments.lines
     stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -1,0 +1,26 @@
+"""The benchmark's run order (bench/run.py): ours and gensim take turns, so the ratio of their
+speeds is measured run by run, back to back, on a machine whose speed drifts."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import run  # noqa: E402
+
+
+def test_ours_and_gensim_take_turns_and_the_first_of_a_turn_alternates():
+    turns = run.seeded_turns(["ours", "gensim", "mllib"], {"ours": ["1", "2", "3"], "gensim": ["4", "5", "6"]})
+    assert turns == [("ours", 1), ("gensim", 4), ("gensim", 5), ("ours", 2), ("ours", 3), ("gensim", 6),
+                     ("mllib", 1)]
+
+
+def test_a_system_with_fewer_seeds_drops_out_of_the_later_turns():
+    turns = run.seeded_turns(["gensim", "ours"], {"ours": ["1"], "gensim": ["1", "2", "3"]})
+    assert turns == [("ours", 1), ("gensim", 1), ("gensim", 2), ("gensim", 3)]
+
+
+def test_turn_ratios_pair_each_run_of_ours_with_the_gensim_run_of_its_turn():
+    rows = [{"system": "ours", "words_per_s": 300.0}, {"system": "gensim", "words_per_s": 200.0},
+            {"system": "gensim", "words_per_s": 400.0}, {"system": "ours", "words_per_s": 200.0},
+            {"system": "mllib", "words_per_s": 50.0}]
+    assert run.paired_ratios(rows) == [1.5, 0.5]
