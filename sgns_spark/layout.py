@@ -1,10 +1,11 @@
-"""Every path of a run root, in one place (run-root format 2). Plain names only: the query CLI
+"""Every path of a run root, in one place (run-root format 3). Plain names only: the query CLI
 imports this without Spark.
 
     <root>/vocab/                            word, id, count, keep_prob, noise_weight
     <root>/corpus/                           sentence_key, ids
-    <root>/model/round=NNNNNN/side=input/    id int, vector array<float>   (w_in, word2vec.c's syn0)
-    <root>/model/round=NNNNNN/side=output/   id int, vector array<float>   (w_out, syn1neg)
+    <root>/model/round=NNNNNN/               side string (input: w_in, word2vec.c's syn0; output:
+                                             w_out, syn1neg), ids binary, vectors binary: chunks
+                                             of rows (sgns_spark.train.model_store)
     <root>/model/_LATEST                     the newest complete round, moved after it is written
     <root>/export/version=NNNNNN/            a published version (see sgns_spark.export)
     <root>/export/_LATEST                    the newest complete version
@@ -13,7 +14,7 @@ imports this without Spark.
     <root>/_LOCK                             the live run holding the root (sgns_spark.lock)
 """
 
-RUN_ROOT_FORMAT = 2  # 2: model rounds store each side as its own rows
+RUN_ROOT_FORMAT = 3  # 2: model rounds store each side as its own rows; 3: as chunks of rows
 PUBLISHED_FORMAT = 1  # a published version's files and manifest
 VOCAB_DIRECTORY = "vocab"
 CORPUS_DIRECTORY = "corpus"

@@ -6,6 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from sgns_spark.config import load_config
@@ -87,3 +91,26 @@ def planted_run(spark, tmp_path_factory):
     corpus, questions = write_planted_corpus(directory / "data")
     config, run_storage = train_planted(spark, directory / "root", corpus)
     return {"config": config, "storage": run_storage, "corpus": corpus, "questions": questions}
+
+
+def read_round_files(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{side: (ids, vectors)}`` of a model round's Parquet files, by pyarrow alone, in id order."""
+    table = pa.concat_tables(pq.read_table(file) for file in sorted(directory.glob("*.parquet")))
+    sides = {}
+    for side in ("input", "output"):
+        chunks = table.filter(pc.equal(table.column("side"), side))
+        ids = [np.frombuffer(value, "<i4") for value in chunks.column("ids").to_pylist()]
+        vectors = [np.frombuffer(value, "<f4").reshape(part.size, -1)
+                   for part, value in zip(ids, chunks.column("vectors").to_pylist(), strict=True)]
+        order = np.argsort(np.concatenate(ids), kind="stable")
+        sides[side] = (np.concatenate(ids)[order], np.concatenate(vectors)[order])
+    return sides
+
+
+def write_round_file(directory: Path, sides: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A model round of one chunk per side, ``{side: (ids, vectors)}``, as one Parquet file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"side": list(sides),
+                      "ids": [np.asarray(ids, "<i4").tobytes() for ids, _ in sides.values()],
+                      "vectors": [np.asarray(vectors, "<f4").tobytes() for _, vectors in sides.values()]})
+    pq.write_table(table, directory / "part-00000.parquet")

@@ -2,17 +2,18 @@
 
 import json
 import os
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_config
+from conftest import make_config, write_round_file
 from gensim.models import KeyedVectors
 
 import sgns_spark.export as export_module
-from sgns_spark.arrow import lists_to_matrix, matrix_to_lists
+from sgns_spark.arrow import lists_to_matrix
 from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
 from sgns_spark.layout import EXPORT_LATEST, MODEL_LATEST, round_directory, version_directory
@@ -136,11 +137,9 @@ def fake_run(spark, storage, words):
                       "count": pa.array(range(count, 0, -1), pa.int64()),
                       "keep_prob": [1.0] * count, "noise_weight": [1.0 / count] * count})
     spark.createDataFrame(vocab.to_pandas()).write.parquet(storage.path("vocab"))
-    for side, matrix in (("input", np.eye(count, 4, dtype=np.float32)), ("output", np.zeros((count, 4), np.float32))):
-        directory = local(storage, f"{round_directory(1)}/side={side}")
-        os.makedirs(directory)
-        pq.write_table(pa.table({"id": pa.array(range(count), pa.int32()), "vector": matrix_to_lists(matrix)}),
-                       f"{directory}/part-00000.parquet")
+    write_round_file(Path(local(storage, round_directory(1))), {
+        "input": (np.arange(count), np.eye(count, 4, dtype=np.float32)),
+        "output": (np.arange(count), np.zeros((count, 4), np.float32))})
     storage.write_json(MODEL_LATEST, {"round": 1})
     storage.write_json("reports/vocab.json", {"settings": {}, "counts": {
         "vocab_size": count, "input": "fake", "files": [], "corpus_tokens": count, "fingerprint": "fake"}})

@@ -1,8 +1,12 @@
 """Model rounds on disk and the rows that travel between tasks."""
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from sgns_spark.errors import UserError
+from sgns_spark.layout import SIDE_NAMES
 from sgns_spark.train.model_store import committed_rows, initial_rows, read_side, write_rows
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, word_groups
 
@@ -38,19 +42,28 @@ def test_initial_rows_are_word2vec_init_keyed_by_owner_and_independent_of_partit
 def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, storage, tmp_path):
     vocab = 700
     records = initial_rows(spark, vocab, DIM, seed=5, groups=3, phase=1)
-    write_rows(spark, records, storage.path("model/round=000001"), DIM)
+    write_rows(spark, records, storage.path("model/round=000001"))
     inputs = read_side(spark, storage, 1, INPUT_SIDE).toArrow().sort_by("id")
     assert inputs.column("id").to_pylist() == list(range(vocab))
+    assert inputs.schema.field("vector").type == pa.list_(pa.float32())
     assert spark.read.parquet(storage.path("model/round=000001")).schema.simpleString() == \
-        "struct<id:int,vector:array<float>,side:string>"
+        "struct<side:string,ids:binary,vectors:binary>"
     expected = gathered(records.collect(), vocab)
     np.testing.assert_array_equal(np.asarray(inputs.column("vector").combine_chunks().flatten()).reshape(vocab, DIM),
                                   expected[INPUT_SIDE])
     back = gathered(committed_rows(spark, storage, 1, DIM, groups=3, phase=1).collect(), vocab)
     for side in (INPUT_SIDE, OUTPUT_SIDE):
         np.testing.assert_array_equal(back[side], expected[side])
+    # the bytes are little-endian int32 ids and float32 rows, readable without Spark
+    files = sorted((tmp_path / "root" / "model" / "round=000001").glob("*.parquet"))
+    chunks = pa.concat_tables(pq.read_table(file) for file in files)
+    raw = {side: np.full((vocab, DIM), np.nan, np.float32) for side in SIDE_NAMES}
+    for side, ids, vectors in zip(*(chunks.column(name).to_pylist() for name in ("side", "ids", "vectors")),
+                                  strict=True):
+        raw[side][np.frombuffer(ids, "<i4")] = np.frombuffer(vectors, "<f4").reshape(-1, DIM)
+    np.testing.assert_array_equal(raw["input"], expected[INPUT_SIDE])
+    np.testing.assert_array_equal(raw["output"], expected[OUTPUT_SIDE])
     # no column of a round is dictionary-encoded (its values never repeat; the writer's attempt costs time)
-    files = sorted((tmp_path / "root" / "model" / "round=000001").glob("side=*/*.parquet"))
     assert files
     for file in files:
         metadata = pq.ParquetFile(file).metadata
@@ -58,3 +71,9 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
             for column in range(metadata.num_columns):
                 chunk = metadata.row_group(group).column(column)
                 assert chunk.dictionary_page_offset is None and "PLAIN" in chunk.encodings
+
+
+def test_a_round_of_the_earlier_format_is_refused_with_the_setting_that_starts_over(spark, storage, tmp_path):
+    (tmp_path / "root" / "model" / "round=000001" / "side=input").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^model round 1 in .*run-root format 2, rows per word.*train.restart=true$"):
+        committed_rows(spark, storage, 1, DIM, groups=2, phase=0)

@@ -1,12 +1,12 @@
 """Training end to end on the planted corpus, and the properties the schedule and driver promise."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from conftest import make_config, train_planted, write_planted_corpus
+from conftest import make_config, read_round_files, train_planted, write_planted_corpus, write_round_file
 
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
@@ -124,16 +124,11 @@ def test_non_finite_parameters_stop_training_with_the_learning_rate_named_and_ke
     round holding an infinite value, as a corrupt or diverged round would."""
     corpus, _ = write_planted_corpus(tmp_path / "data")
     _, storage = train_planted(spark, tmp_path / "root", corpus, "train.epochs=1")
-    side = storage.path(round_directory(1), "side=input").removeprefix("file:")
-    (part,) = [name for name in storage.list_names(f"{round_directory(1)}/side=input") if name.endswith(".parquet")]
-    rows = pq.read_table(f"{side}/{part}")
-    vectors = np.array(rows.column("vector").combine_chunks().flatten(), np.float32).reshape(rows.num_rows, -1)
-    vectors[0, 0] = np.inf
-    offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
-    column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))).cast(rows.schema.field("vector").type)
-    rows = rows.set_column(1, rows.schema.field("vector"), column)
-    pq.write_table(rows, f"{side}/{part}")
-    storage.delete(f"{round_directory(1)}/side=input/.{part}.crc")  # Hadoop's checksum of the old file
+    directory = Path(storage.path(round_directory(1)).removeprefix("file:"))
+    sides = read_round_files(directory)
+    sides["input"][1][0, 0] = np.inf
+    storage.delete(round_directory(1))
+    write_round_file(directory, sides)
     for model_round in range(2, 6):
         storage.delete(round_directory(model_round))
     storage.write_json(MODEL_LATEST, {**read_latest(storage), "round": 1})

@@ -227,7 +227,7 @@ class Trainer:
                     noise_scale=self.noise_scales[planned.groups], carried=self.carried, statistics=statistics))
                 rows = trained if ends_job else shuffle_rows(trained, successor[0])
         staged = self.storage.staging_path(f"round-{job[-1].number:06d}")
-        write_rows(self.spark, rows, self.storage.path(staged), train.dim)
+        write_rows(self.spark, rows, self.storage.path(staged))
         for records in kept:
             records.unpersist()
         result = statistics.value

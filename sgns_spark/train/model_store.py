@@ -1,8 +1,13 @@
 """Model versions on disk, and the rows training passes between tasks.
 
-A round is stored as Parquet rows ``id int, vector array<float>`` partitioned by ``side``
-(input, output): the two sides of a word belong to different tasks, so each is written where
-it is and no join is needed. ``model/_LATEST`` (JSON ``{"round": N, ...}``) moves only after
+A round is stored as Parquet rows ``side string, ids binary, vectors binary``, one row per chunk
+of a side's rows as training holds them (`keyed_chunks`): ``ids`` the chunk's word
+ids as little-endian int32, ``vectors`` their rows as little-endian float32, row after row
+(``len(ids) x dim``). A round is a resume point, written several times an epoch, so it is written
+as training holds it: rows per word (``array<float>``) cost the commit a conversion and the
+Parquet writer a sort by side, a 68k-word round 3.7 to 5.9 s in a fresh application and 1.6 to
+2.3 s warm, against 1.0 to 1.6 s and 0.6 to 1.0 s as chunks (measured). `read_side` reads a side
+as rows per word, for the export. ``model/_LATEST`` (JSON ``{"round": N, ...}``) moves only after
 the round is complete. Nothing is written for round 0: the initialisation, w_in uniform in
 (-0.5/dim, 0.5/dim) and w_out zeros (word2vec.c), is computed again from the seed, block by
 block, identical for any partitioning.
@@ -19,9 +24,9 @@ from pyspark import RDD, StorageLevel
 from pyspark.broadcast import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
 
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists, spark_schema
+from sgns_spark.errors import UserError
 from sgns_spark.layout import (
     MODEL_DIRECTORY,
     MODEL_LATEST,
@@ -38,13 +43,16 @@ from sgns_spark.train.task import Rows, keyed_chunks
 INIT_BLOCK_ROWS = 4096  # ids initialised together from one seeded generator
 INIT_STREAM = 0x5EED  # separates init draws from training draws of the same seed
 ROW_SCHEMA = pa.schema([("id", pa.int32()), ("vector", pa.list_(pa.float32())), (SIDE_COLUMN, pa.string())])
+WORD_SCHEMA = pa.schema(ROW_SCHEMA.field(name) for name in ("id", "vector"))  # `read_side`
+ROUND_SCHEMA = pa.schema([(SIDE_COLUMN, pa.string()), ("ids", pa.binary()), ("vectors", pa.binary())])
+ROUND_ID_TYPE = np.dtype("<i4")  # a round's ``ids`` bytes
+ROUND_VECTOR_TYPE = np.dtype("<f4")  # a round's ``vectors`` bytes
+FORMAT_2_MARKER = f"{SIDE_COLUMN}={SIDE_NAMES[0]}"  # run-root format 2 kept a round's rows per word in this directory
 CHUNK_SCHEMA = pa.schema([("task", pa.int32()), ("side", pa.int32()), ("group", pa.int32()),
                           ("ids", pa.binary()), ("vectors", pa.binary())])
 # float vectors never repeat, so a dictionary only costs the writer time before it falls back to
 # plain encoding: a round's write took 1.05-1.13 s without one, 1.34-1.63 s with (68k words, dim 100)
 NO_DICTIONARY = {"parquet.enable.dictionary": "false"}
-CHUNK_TYPE = StructType([StructField("side", IntegerType()), StructField("ids", BinaryType()),
-                         StructField("vectors", BinaryType())])
 
 
 def task_partition(task: int) -> int:
@@ -65,15 +73,39 @@ def read_latest(storage: Storage) -> dict | None:
 
 
 def read_round(spark: SparkSession, storage: Storage, model_round: int) -> DataFrame:
-    """A committed round's rows, ``id, vector, side``. The schema is given, so no Spark job
-    runs to infer it."""
-    return spark.read.schema(spark_schema(ROW_SCHEMA)).parquet(storage.path(round_directory(model_round)))
+    """A committed round's chunks, ``side, ids, vectors`` (`ROUND_SCHEMA`). The schema is given,
+    so no Spark job runs to infer it."""
+    directory = round_directory(model_round)
+    if storage.exists(f"{directory}/{FORMAT_2_MARKER}"):
+        raise UserError(f"model round {model_round} in {storage.root} was written by an earlier sgns-spark (run-root "
+                        "format 2, rows per word), which this version does not read; train again from round 0 "
+                        "with train.restart=true")
+    return spark.read.schema(spark_schema(ROUND_SCHEMA)).parquet(storage.path(directory))
 
 
 def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int) -> DataFrame:
-    """``id, vector`` of one side of a committed round."""
-    rows = read_round(spark, storage, model_round)
-    return rows.where(F.col(SIDE_COLUMN) == SIDE_NAMES[side]).select("id", "vector")
+    """``id, vector`` (`WORD_SCHEMA`) of one side of a committed round, one row per word."""
+    chunks = read_round(spark, storage, model_round).where(F.col(SIDE_COLUMN) == SIDE_NAMES[side])
+    return chunks.mapInArrow(word_batches, spark_schema(WORD_SCHEMA))
+
+
+def round_chunks(batch: pa.RecordBatch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(side, ids (n,) int32, vectors (n, dim) float32)`` of each chunk of a round's batch;
+    dim is the chunk's vector bytes per id."""
+    for side, ids, vectors in zip(batch.column(SIDE_COLUMN).to_pylist(), batch.column("ids").to_pylist(),
+                                  batch.column("vectors").to_pylist(), strict=True):
+        row_ids = np.frombuffer(ids, ROUND_ID_TYPE).astype(np.int32, copy=False)
+        if row_ids.size:
+            matrix = np.frombuffer(vectors, ROUND_VECTOR_TYPE).astype(np.float32, copy=False).reshape(row_ids.size, -1)
+            yield SIDE_NAMES.index(side), row_ids, matrix
+
+
+def word_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of `read_side`: a round's chunks as rows per word."""
+    for batch in batches:
+        for _, ids, vectors in round_chunks(batch):
+            yield pa.RecordBatch.from_pydict({"id": pa.array(ids), "vector": matrix_to_lists(vectors)},
+                                             schema=WORD_SCHEMA)
 
 
 def initial_rows(spark: SparkSession, vocab_size: int, dim: int, seed: int, groups: int, phase: int,
@@ -108,62 +140,65 @@ def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int,
 def committed_rows(spark: SparkSession, storage: Storage, model_round: int, dim: int, groups: int,
                    phase: int) -> RDD:
     """``(task, Rows)`` of a committed round, keyed by their owners in `phase` of a round of `groups`."""
-    return keyed_rows(read_round(spark, storage, model_round), dim, groups, phase)
+    keyed = read_round(spark, storage, model_round).mapInArrow(
+        functools.partial(keyed_round_batches, groups=groups, phase=phase), spark_schema(CHUNK_SCHEMA))
+    return chunk_records(keyed, dim, groups)
 
 
 def keyed_rows(rows: DataFrame, dim: int, groups: int, phase: int) -> RDD:
     """``(task, Rows)`` of rows ``id, vector, side`` (`ROW_SCHEMA`), keyed by their owners in `phase`."""
-    chunks = rows.mapInArrow(functools.partial(chunk_batches, dim=dim, groups=groups, phase=phase),
-                             spark_schema(CHUNK_SCHEMA))
-    records = chunks.rdd.map(lambda row: (row["task"], Rows(
+    keyed = rows.mapInArrow(functools.partial(keyed_word_batches, dim=dim, groups=groups, phase=phase),
+                            spark_schema(CHUNK_SCHEMA))
+    return chunk_records(keyed, dim, groups)
+
+
+def chunk_records(keyed: DataFrame, dim: int, groups: int) -> RDD:
+    """``(task, Rows)`` of keyed chunks (`CHUNK_SCHEMA`), moved to their tasks."""
+    records = keyed.rdd.map(lambda row: (row["task"], Rows(
         row["side"], row["group"], np.frombuffer(row["ids"], np.int32).copy(),
         np.frombuffer(row["vectors"], np.float32).reshape(-1, dim).copy())))
     return shuffle_rows(records, groups)
 
 
-def chunk_batches(batches: Iterator[pa.RecordBatch], dim: int, groups: int, phase: int) -> Iterator[pa.RecordBatch]:
-    """Executor side of `committed_rows`: Parquet rows to keyed chunks."""
+def keyed_round_batches(batches: Iterator[pa.RecordBatch], groups: int, phase: int) -> Iterator[pa.RecordBatch]:
+    """Executor side of `committed_rows`: a round's chunks, keyed by owner."""
+    for batch in batches:
+        for side, ids, vectors in round_chunks(batch):
+            yield from keyed_batch(list(keyed_chunks(ids, side, vectors, groups, phase)))
+
+
+def keyed_word_batches(batches: Iterator[pa.RecordBatch], dim: int, groups: int, phase: int
+                       ) -> Iterator[pa.RecordBatch]:
+    """Executor side of `keyed_rows`: rows per word, keyed by owner in chunks."""
     for batch in batches:
         sides = np.array([SIDE_NAMES.index(name) for name in batch.column(SIDE_COLUMN).to_pylist()])
         ids = batch.column("id").to_numpy(zero_copy_only=False).astype(np.int32)
         vectors = lists_to_matrix(batch.column("vector"), dim)
         for side in (INPUT_SIDE, OUTPUT_SIDE):
             chosen = sides == side
-            keyed = list(keyed_chunks(ids[chosen], side, vectors[chosen], groups, phase))
-            if keyed:
-                yield pa.RecordBatch.from_pydict({
-                    "task": pa.array([owner for owner, _ in keyed], pa.int32()),
-                    "side": pa.array([side] * len(keyed), pa.int32()),
-                    "group": pa.array([chunk.group for _, chunk in keyed], pa.int32()),
-                    "ids": pa.array([chunk.ids.tobytes() for _, chunk in keyed], pa.binary()),
-                    "vectors": matrix_chunks([chunk.vectors for _, chunk in keyed]),
-                }, schema=CHUNK_SCHEMA)
+            yield from keyed_batch(list(keyed_chunks(ids[chosen], side, vectors[chosen], groups, phase)))
 
 
-def matrix_chunks(matrices: list[np.ndarray]) -> pa.BinaryArray:
-    """Each matrix's raw float32 bytes as one binary value."""
-    return pa.array([np.ascontiguousarray(matrix, np.float32).tobytes() for matrix in matrices], pa.binary())
+def keyed_batch(keyed: list[tuple[int, Rows]]) -> Iterator[pa.RecordBatch]:
+    """``(task, Rows)`` chunks as one batch of `CHUNK_SCHEMA`; nothing when there are none."""
+    if keyed:
+        yield pa.RecordBatch.from_pydict({
+            "task": pa.array([owner for owner, _ in keyed], pa.int32()),
+            "side": pa.array([chunk.side for _, chunk in keyed], pa.int32()),
+            "group": pa.array([chunk.group for _, chunk in keyed], pa.int32()),
+            "ids": pa.array([chunk.ids.tobytes() for _, chunk in keyed], pa.binary()),
+            "vectors": pa.array([np.ascontiguousarray(chunk.vectors, np.float32).tobytes() for _, chunk in keyed],
+                                pa.binary()),
+        }, schema=CHUNK_SCHEMA)
 
 
-def write_rows(spark: SparkSession, records: RDD, path: str, dim: int) -> None:
-    """Write ``(task, Rows)`` records as a round (Parquet partitioned by side) at `path`."""
-    chunks = records.map(lambda item: (item[1].side, item[1].ids.tobytes(),
-                                       np.ascontiguousarray(item[1].vectors).tobytes()))
-    frame = spark.createDataFrame(chunks, CHUNK_TYPE, verifySchema=False)
-    rows = frame.mapInArrow(functools.partial(expand_chunks, dim=dim), spark_schema(ROW_SCHEMA))
-    rows.write.options(**NO_DICTIONARY).partitionBy(SIDE_COLUMN).parquet(path)
-
-
-def expand_chunks(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[pa.RecordBatch]:
-    """Executor side of `write_rows`: one Parquet row per word."""
-    for batch in batches:
-        for side, ids, vectors in zip(batch.column("side").to_pylist(), batch.column("ids").to_pylist(),
-                                      batch.column("vectors").to_pylist(), strict=True):
-            row_ids = np.frombuffer(ids, np.int32)
-            matrix = np.frombuffer(vectors, np.float32).reshape(-1, dim)
-            yield pa.RecordBatch.from_pydict({"id": pa.array(row_ids), "vector": matrix_to_lists(matrix),
-                                              SIDE_COLUMN: pa.array([SIDE_NAMES[side]] * row_ids.size)},
-                                             schema=ROW_SCHEMA)
+def write_rows(spark: SparkSession, records: RDD, path: str) -> None:
+    """Write ``(task, Rows)`` records as a round at `path` (`ROUND_SCHEMA`: their chunks as they are)."""
+    chunks = records.map(lambda item: (SIDE_NAMES[item[1].side],
+                                       np.ascontiguousarray(item[1].ids, ROUND_ID_TYPE).tobytes(),
+                                       np.ascontiguousarray(item[1].vectors, ROUND_VECTOR_TYPE).tobytes()))
+    spark.createDataFrame(chunks, spark_schema(ROUND_SCHEMA), verifySchema=False).write.options(
+        **NO_DICTIONARY).parquet(path)
 
 
 def commit_round(storage: Storage, staged: str, pointer: dict, keep: int) -> None:
