@@ -209,7 +209,7 @@ class Trainer:
         if done == 0:
             rows = self.first_rows(first.groups)
         else:
-            rows = committed_rows(self.spark, self.storage, done, train.dim, first.groups, 0)
+            rows = committed_rows(self.spark, self.storage, done, first.groups, 0)
         statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
         sources = self.job_sources(job)
         kept = [sources]

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark import RDD, StorageLevel
 from pyspark.broadcast import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists, spark_schema
@@ -90,14 +90,19 @@ def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int
 
 
 def round_chunks(batch: pa.RecordBatch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """``(side, ids (n,) int32, vectors (n, dim) float32)`` of each chunk of a round's batch;
-    dim is the chunk's vector bytes per id."""
+    """`round_chunk` of each row of a round's batch that holds ids."""
     for side, ids, vectors in zip(batch.column(SIDE_COLUMN).to_pylist(), batch.column("ids").to_pylist(),
                                   batch.column("vectors").to_pylist(), strict=True):
-        row_ids = np.frombuffer(ids, ROUND_ID_TYPE).astype(np.int32, copy=False)
-        if row_ids.size:
-            matrix = np.frombuffer(vectors, ROUND_VECTOR_TYPE).astype(np.float32, copy=False).reshape(row_ids.size, -1)
-            yield SIDE_NAMES.index(side), row_ids, matrix
+        if ids:
+            yield round_chunk(side, ids, vectors)
+
+
+def round_chunk(side: str, ids: bytes, vectors: bytes) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(side, ids (n,) int32, vectors (n, dim) float32)`` of one row of a round (n > 0); dim is
+    the chunk's vector bytes per id."""
+    row_ids = np.frombuffer(ids, ROUND_ID_TYPE).astype(np.int32, copy=False)
+    matrix = np.frombuffer(vectors, ROUND_VECTOR_TYPE).astype(np.float32, copy=False).reshape(row_ids.size, -1)
+    return SIDE_NAMES.index(side), row_ids, matrix
 
 
 def word_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -137,34 +142,26 @@ def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int,
     yield from keyed_chunks(ids, OUTPUT_SIDE, np.zeros_like(input_vectors), groups, phase)
 
 
-def committed_rows(spark: SparkSession, storage: Storage, model_round: int, dim: int, groups: int,
-                   phase: int) -> RDD:
+def committed_rows(spark: SparkSession, storage: Storage, model_round: int, groups: int, phase: int) -> RDD:
     """``(task, Rows)`` of a committed round, keyed by their owners in `phase` of a round of `groups`."""
-    keyed = read_round(spark, storage, model_round).mapInArrow(
-        functools.partial(keyed_round_batches, groups=groups, phase=phase), spark_schema(CHUNK_SCHEMA))
-    return chunk_records(keyed, dim, groups)
+    chunks = read_round(spark, storage, model_round).where(F.length("ids") > 0).rdd
+    return shuffle_rows(chunks.flatMap(functools.partial(keyed_round_chunk, groups=groups, phase=phase)), groups)
 
 
 def keyed_rows(rows: DataFrame, dim: int, groups: int, phase: int) -> RDD:
     """``(task, Rows)`` of rows ``id, vector, side`` (`ROW_SCHEMA`), keyed by their owners in `phase`."""
-    keyed = rows.mapInArrow(functools.partial(keyed_word_batches, dim=dim, groups=groups, phase=phase),
-                            spark_schema(CHUNK_SCHEMA))
-    return chunk_records(keyed, dim, groups)
-
-
-def chunk_records(keyed: DataFrame, dim: int, groups: int) -> RDD:
-    """``(task, Rows)`` of keyed chunks (`CHUNK_SCHEMA`), moved to their tasks."""
-    records = keyed.rdd.map(lambda row: (row["task"], Rows(
+    chunks = rows.mapInArrow(functools.partial(keyed_word_batches, dim=dim, groups=groups, phase=phase),
+                             spark_schema(CHUNK_SCHEMA))
+    records = chunks.rdd.map(lambda row: (row["task"], Rows(
         row["side"], row["group"], np.frombuffer(row["ids"], np.int32).copy(),
         np.frombuffer(row["vectors"], np.float32).reshape(-1, dim).copy())))
     return shuffle_rows(records, groups)
 
 
-def keyed_round_batches(batches: Iterator[pa.RecordBatch], groups: int, phase: int) -> Iterator[pa.RecordBatch]:
-    """Executor side of `committed_rows`: a round's chunks, keyed by owner."""
-    for batch in batches:
-        for side, ids, vectors in round_chunks(batch):
-            yield from keyed_batch(list(keyed_chunks(ids, side, vectors, groups, phase)))
+def keyed_round_chunk(row: Row, groups: int, phase: int) -> Iterator[tuple[int, Rows]]:
+    """Executor side of `committed_rows`: one row of a round, keyed by owner."""
+    side, ids, vectors = round_chunk(*row)
+    return keyed_chunks(ids, side, vectors, groups, phase)
 
 
 def keyed_word_batches(batches: Iterator[pa.RecordBatch], dim: int, groups: int, phase: int
