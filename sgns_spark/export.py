@@ -23,6 +23,7 @@ import functools
 from collections.abc import Iterator
 
 import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -97,7 +98,9 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
         return previous
     storage.clear_staging()
     report = StageReport("export", settings)
-    vectors = published_vectors(spark, storage, latest["round"], config.export.normalize)
+    # every step below reads the vectors, which a round holds as chunks: expand them to rows per word once
+    vectors = published_vectors(spark, storage, latest["round"], config.export.normalize).persist(
+        StorageLevel.MEMORY_AND_DISK)
     refuse_whitespace_words(vectors)
     evaluated = evaluation_vectors(vectors, config.evaluate)  # always holds id 0, the most frequent word
     scores = score(evaluated, config.evaluate)
@@ -115,6 +118,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     report.step("model")
     drift = parent_drift(spark, vectors, train_report, dim)
     report.step("drift")
+    vectors.unpersist()
     version = next_version(storage)
     vocab_report = storage.read_json(report_path("vocab"))
     manifest = {
