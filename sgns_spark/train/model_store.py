@@ -73,14 +73,15 @@ def read_latest(storage: Storage) -> dict | None:
 
 
 def read_round(spark: SparkSession, storage: Storage, model_round: int) -> DataFrame:
-    """A committed round's chunks, ``side, ids, vectors`` (`ROUND_SCHEMA`). The schema is given,
-    so no Spark job runs to infer it."""
+    """A committed round's chunks that hold rows, ``side, ids, vectors`` (`ROUND_SCHEMA`). The
+    schema is given, so no Spark job runs to infer it."""
     directory = round_directory(model_round)
     if storage.exists(f"{directory}/{FORMAT_2_MARKER}"):
         raise UserError(f"model round {model_round} in {storage.root} was written by an earlier sgns-spark (run-root "
                         "format 2, rows per word), which this version does not read; train again from round 0 "
                         "with train.restart=true")
-    return spark.read.schema(spark_schema(ROUND_SCHEMA)).parquet(storage.path(directory))
+    return spark.read.schema(spark_schema(ROUND_SCHEMA)).parquet(storage.path(directory)).where(
+        F.length("ids") > 0)
 
 
 def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int) -> DataFrame:
@@ -90,11 +91,10 @@ def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int
 
 
 def round_chunks(batch: pa.RecordBatch) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """`round_chunk` of each row of a round's batch that holds ids."""
+    """`round_chunk` of each row of a batch of `read_round`."""
     for side, ids, vectors in zip(batch.column(SIDE_COLUMN).to_pylist(), batch.column("ids").to_pylist(),
                                   batch.column("vectors").to_pylist(), strict=True):
-        if ids:
-            yield round_chunk(side, ids, vectors)
+        yield round_chunk(side, ids, vectors)
 
 
 def round_chunk(side: str, ids: bytes, vectors: bytes) -> tuple[int, np.ndarray, np.ndarray]:
@@ -144,7 +144,7 @@ def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int,
 
 def committed_rows(spark: SparkSession, storage: Storage, model_round: int, groups: int, phase: int) -> RDD:
     """``(task, Rows)`` of a committed round, keyed by their owners in `phase` of a round of `groups`."""
-    chunks = read_round(spark, storage, model_round).where(F.length("ids") > 0).rdd
+    chunks = read_round(spark, storage, model_round).rdd
     return shuffle_rows(chunks.flatMap(functools.partial(keyed_round_chunk, groups=groups, phase=phase)), groups)
 
 
