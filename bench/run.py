@@ -16,6 +16,7 @@ import gzip
 import importlib.util
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,8 @@ PROFILE_BLOCK_FRACTION = 0.3  # the kernel's fixed block: the corpus's first 30%
 PROFILE_CORES = 2  # the cores of MASTER: the epoch's core-seconds are its wall time x these
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 MICROSECONDS = 1e6
+CPU_INFO = Path("/proc/cpuinfo")
+VECTOR_FLAGS = ("avx512f", "avx2")  # the widest SIMD a host offers, widest first
 OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours (filled once, by main)
 
 
@@ -417,6 +420,20 @@ def child_mllib(corpus: Path, epochs: int, shards: int, output: Path) -> None:
 MEASURES = ("analogy", "ws353", "simlex")
 
 
+def machine() -> dict:
+    """The host the figures were measured on. Between sessions the same code's speed has moved by
+    half (our kernel on one core: 0.69 to 1.07 us per pair), so figures from different hosts do
+    not compare; ratios within one command do."""
+    model, flags = platform.processor() or platform.machine(), set()
+    if CPU_INFO.exists():
+        lines = CPU_INFO.read_text().splitlines()
+        fields = dict(map(str.strip, line.split(":", 1)) for line in lines if ":" in line)
+        model = fields.get("model name", model)
+        flags = set(fields.get("flags", "").split())
+    vector = next((flag for flag in VECTOR_FLAGS if flag in flags), "unknown")
+    return {"cpu": model, "cores": os.cpu_count(), "widest_simd": vector}
+
+
 def seeded_turns(systems: list[str], seeds: dict[str, list[str]]) -> list[tuple[str, int]]:
     """The runs of the default mode, in order: ours and gensim take turns, seed by seed, and the
     system that starts a turn alternates (ours 1, gensim 1, gensim 2, ours 2, ours 3, ..), so that
@@ -627,11 +644,13 @@ def main() -> None:
             row["lines"] = arguments.lines
     stamp = time.strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "rows": rows}
+    host = machine()
+    record = {"stamp": stamp, "mode": arguments.mode, "quick": arguments.quick, "machine": host, "rows": rows}
     (RESULTS / f"{stamp}-{arguments.mode}.json").write_text(json.dumps(record, indent=2))
     printers = {"memory": memory_markdown, "scaling": scaling_markdown, "retrain": retrain_markdown,
                 "profile": profile_markdown}
     print(printers.get(arguments.mode, markdown)(rows))
+    print(f"\nmachine: {host['cpu']}, {host['cores']} cores, widest SIMD {host['widest_simd']}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The benchmark's run order (bench/run.py): ours and gensim take turns, so the ratio of their
-speeds is measured run by run, back to back, on a machine whose speed drifts."""
+speeds is measured run by run, back to back, on a machine whose speed drifts; and its record
+names the host, whose speed differs from host to host."""
 
+import os
+import re
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import run  # noqa: E402
@@ -24,3 +29,14 @@ def test_turn_ratios_pair_each_run_of_ours_with_the_gensim_run_of_its_turn():
             {"system": "gensim", "words_per_s": 400.0}, {"system": "ours", "words_per_s": 200.0},
             {"system": "mllib", "words_per_s": 50.0}]
     assert run.paired_ratios(rows) == [1.5, 0.5]
+
+
+def test_the_record_names_the_hosts_cpu_and_its_widest_simd():
+    if not run.CPU_INFO.exists():
+        pytest.skip("no /proc/cpuinfo on this host (the CPU model comes from it)")
+    text = run.CPU_INFO.read_text()
+    flags = set(re.search(r"^flags\s*:(.*)$", text, re.MULTILINE).group(1).split())
+    host = run.machine()
+    assert host["cpu"] == re.search(r"^model name\s*:(.*)$", text, re.MULTILINE).group(1).strip()
+    assert host["cores"] == os.cpu_count()
+    assert host["widest_simd"] == next((flag for flag in ("avx512f", "avx2") if flag in flags), "unknown")
