@@ -56,6 +56,8 @@ SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_T
 MICROSECONDS = 1e6
 CPU_INFO = Path("/proc/cpuinfo")
 VECTOR_FLAGS = ("avx512f", "avx2")  # the widest SIMD a host offers, widest first
+# the kernel's float32 loops whose dispatched SIMD target has moved its speed (`sigmoid_complement`)
+KERNEL_UFUNCS = ("exp", "divide")
 OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours (filled once, by main)
 
 
@@ -423,7 +425,12 @@ MEASURES = ("analogy", "ws353", "simlex")
 def machine() -> dict:
     """The host the figures were measured on. Between sessions the same code's speed has moved by
     half (our kernel on one core: 0.69 to 1.07 us per pair), so figures from different hosts do
-    not compare; ratios within one command do."""
+    not compare; ratios within one command do. Besides the CPU, the numpy build the kernel ran on:
+    the SIMD target numpy dispatches each of `KERNEL_UFUNCS` to on float32 here, which the CPU's
+    flags do not tell (a loop may have no build for the widest target), and its BLAS."""
+    import numpy  # here, after the runs: children forked from the bench process inherit its size
+    from numpy.lib.introspect import opt_func_info
+
     model, flags = platform.processor() or platform.machine(), set()
     if CPU_INFO.exists():
         lines = CPU_INFO.read_text().splitlines()
@@ -431,7 +438,18 @@ def machine() -> dict:
         model = fields.get("model name", model)
         flags = set(fields.get("flags", "").split())
     vector = next((flag for flag in VECTOR_FLAGS if flag in flags), "unknown")
-    return {"cpu": model, "cores": os.cpu_count(), "widest_simd": vector}
+    loops = opt_func_info(func_name=f"^({'|'.join(KERNEL_UFUNCS)})$", signature="float32")
+    blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return {"cpu": model, "cores": os.cpu_count(), "widest_simd": vector, "numpy": numpy.__version__,
+            "numpy_float32_loops": {name: dispatched_target(loops, name) for name in KERNEL_UFUNCS},
+            "blas": f"{blas['name']} {blas.get('version', '')}".strip()}
+
+
+def dispatched_target(loops: dict, name: str) -> str:
+    """The target of ufunc `name`'s first float32 loop in ``opt_func_info``'s answer `loops`, or
+    "unknown" where the build lists none."""
+    signatures = loops.get(name, {})
+    return next(iter(signatures.values()))["current"] if signatures else "unknown"
 
 
 def seeded_turns(systems: list[str], seeds: dict[str, list[str]]) -> list[tuple[str, int]]:
@@ -650,7 +668,9 @@ def main() -> None:
     printers = {"memory": memory_markdown, "scaling": scaling_markdown, "retrain": retrain_markdown,
                 "profile": profile_markdown}
     print(printers.get(arguments.mode, markdown)(rows))
-    print(f"\nmachine: {host['cpu']}, {host['cores']} cores, widest SIMD {host['widest_simd']}")
+    loops = ", ".join(f"{name} {target}" for name, target in host["numpy_float32_loops"].items())
+    print(f"\nmachine: {host['cpu']}, {host['cores']} cores, widest SIMD {host['widest_simd']}; "
+          f"numpy {host['numpy']} (float32 loops: {loops}), {host['blas']}")
 
 
 if __name__ == "__main__":

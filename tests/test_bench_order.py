@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -40,3 +41,16 @@ def test_the_record_names_the_hosts_cpu_and_its_widest_simd():
     assert host["cpu"] == re.search(r"^model name\s*:(.*)$", text, re.MULTILINE).group(1).strip()
     assert host["cores"] == os.cpu_count()
     assert host["widest_simd"] == next((flag for flag in ("avx512f", "avx2") if flag in flags), "unknown")
+
+
+def test_the_record_names_the_numpy_loops_the_kernel_ran_on():
+    from numpy.lib.introspect import opt_func_info
+
+    host = run.machine()
+    assert host["numpy"] == np.__version__
+    assert host["blas"].startswith(np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"])
+    assert set(host["numpy_float32_loops"]) == set(run.KERNEL_UFUNCS)
+    for name, target in host["numpy_float32_loops"].items():
+        loops = opt_func_info(func_name=f"^{name}$", signature="float32")[name]
+        available = " ".join(loop["available"] for loop in loops.values())
+        assert target in available  # a target the build has for that loop, e.g. "X86_V3"
