@@ -439,10 +439,11 @@ def machine() -> dict:
         flags = set(fields.get("flags", "").split())
     vector = next((flag for flag in VECTOR_FLAGS if flag in flags), "unknown")
     loops = opt_func_info(func_name=f"^({'|'.join(KERNEL_UFUNCS)})$", signature="float32")
-    blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    # a build that names no BLAS must not cost the record of a whole command (this runs before it is written)
+    blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     return {"cpu": model, "cores": os.cpu_count(), "widest_simd": vector, "numpy": numpy.__version__,
             "numpy_float32_loops": {name: dispatched_target(loops, name) for name in KERNEL_UFUNCS},
-            "blas": f"{blas['name']} {blas.get('version', '')}".strip()}
+            "blas": f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}".strip()}
 
 
 def dispatched_target(loops: dict, name: str) -> str:
