@@ -13,18 +13,43 @@ from pathlib import Path
 
 import numpy as np
 
+from sgns_spark.errors import UserError
 from sgns_spark.vectors import Vectors
 
 QUESTION_BATCH = 1024  # questions scored per matrix product
 
 
+def text_lines(path: str | Path) -> list[str]:
+    """The lines of a local UTF-8 text file.
+
+    Raises
+    ------
+    UserError
+        When the file cannot be read or is not UTF-8 text.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start} is not)") from None
+    except OSError as error:
+        raise UserError(f"{path} cannot be read ({error.strerror or error})") from None
+
+
 def read_analogy_questions(path: str | Path) -> list[tuple[str, str, str, str]]:
-    """The lowercased questions of a questions-words.txt file, section lines dropped."""
+    """The lowercased questions of a questions-words.txt file, section lines dropped.
+
+    Raises
+    ------
+    UserError
+        When the file is not UTF-8 text or holds no question (a line of four words).
+    """
     questions = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in text_lines(path):
         fields = line.lower().split()
         if len(fields) == 4 and not line.startswith(":"):
             questions.append(tuple(fields))
+    if not questions:
+        raise UserError(f"{path} holds no analogy question (a line of four words, as in questions-words.txt)")
     return questions
 
 
@@ -61,13 +86,25 @@ def analogy_accuracy(vectors: Vectors, questions_path: str | Path, top_words: in
 
 
 def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
-    """``(word, word, score)`` from a tab-separated file; ``#`` lines are comments."""
+    """``(word, word, score)`` from a tab-separated file; ``#`` lines are comments.
+
+    Raises
+    ------
+    UserError
+        When the file is not UTF-8 text, a line is not ``word<TAB>word<TAB>score``, or no line is.
+    """
     pairs = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(text_lines(path), start=1):
         if not line.strip() or line.startswith("#"):
             continue
-        first, second, score = line.split("\t")[:3]
-        pairs.append((first.lower(), second.lower(), float(score)))
+        fields = line.split("\t")
+        try:
+            pairs.append((fields[0].lower(), fields[1].lower(), float(fields[2])))
+        except (IndexError, ValueError):
+            raise UserError(f"{path} line {number} is not word<TAB>word<TAB>score (a header line needs a "
+                            f"leading #): {line[:60]!r}") from None
+    if not pairs:
+        raise UserError(f"{path} holds no word pair (lines of word<TAB>word<TAB>score)")
     return pairs
 
 

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError, java_causes
+from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
 from sgns_spark.storage import FileEntry, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
@@ -44,11 +45,19 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
 
 
 def check_local_files(config: Config) -> None:
-    """The evaluation files are read by the driver itself: they must exist on its disk."""
-    for name in ("analogy_path", "similarity_path"):
+    """The evaluation files are read by the driver itself: they must exist on its disk and parse,
+    which is checked here, before training, rather than after it."""
+    readers = {"analogy_path": read_analogy_questions, "similarity_path": read_similarity_pairs}
+    for name, reader in readers.items():
         value = getattr(config.evaluate, name)
-        if value and not Path(value).is_file():
+        if not value:
+            continue
+        if not Path(value).is_file():
             raise UserError(f"evaluate.{name} = {value} is not a file on the driver; fix the path or set it to \"\"")
+        try:
+            reader(value)
+        except UserError as error:
+            raise UserError(f"evaluate.{name}: {error}; fix the file or set evaluate.{name} to \"\"") from None
 
 
 def unreadable_file(error: BaseException) -> tuple[str, str] | None:

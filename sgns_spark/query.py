@@ -27,20 +27,31 @@ def describe(vectors: Vectors) -> dict:
             "created_utc": manifest.get("created_utc"), "lineage": vectors.lineage}
 
 
+def positive_count(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("vectors")
     commands = parser.add_subparsers(dest="command", required=True)
     similar = commands.add_parser("similar", help="nearest neighbours of words (summed)")
     similar.add_argument("words", nargs="+")
-    similar.add_argument("--topn", type=int, default=10)
+    similar.add_argument("--topn", type=positive_count, default=10)
     analogy = commands.add_parser("analogy", help="a - b + c, e.g. king man woman")
     analogy.add_argument("words", nargs=3)
-    analogy.add_argument("--topn", type=int, default=10)
+    analogy.add_argument("--topn", type=positive_count, default=10)
     evaluate = commands.add_parser("evaluate", help="analogy accuracy and similarity Spearman")
     evaluate.add_argument("--analogy")
     evaluate.add_argument("--similarity")
-    evaluate.add_argument("--top-words", type=int, default=30_000)
+    evaluate.add_argument("--top-words", type=positive_count, default=30_000)
     commands.add_parser("info", help="size, version and lineage (corpus, settings, code), as JSON")
     arguments = parser.parse_args(argv)
     try:
@@ -49,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(describe(vectors), indent=2))
             return 0
         if arguments.command == "evaluate":
+            if not (arguments.analogy or arguments.similarity):
+                raise UserError("evaluate needs --analogy questions-words.txt, --similarity pairs.tsv, or both")
             scores = {}
             if arguments.analogy:
                 scores["analogy"] = analogy_accuracy(vectors, arguments.analogy, arguments.top_words)
@@ -62,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             first, minus, plus = arguments.words
             results = vectors.most_similar([first, plus], [minus], topn=arguments.topn)
     except (UserError, KeyError) as error:
-        print(f"sgns-spark query: error: {error}", file=sys.stderr)
+        message = error.args[0] if isinstance(error, KeyError) else error  # a KeyError's str() is quoted
+        print(f"sgns-spark query: error: {message}", file=sys.stderr)
         return 2
     for word, similarity in results:
         print(f"{similarity:.4f}  {word}")

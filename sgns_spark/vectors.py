@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sgns_spark.errors import UserError
 from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME
 
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
+BINARY_VALUE_BYTES = FLOAT32_LITTLE_ENDIAN.itemsize  # a value's bytes in the word2vec binary format
+TEXT_VALUE_BYTES = 2  # a value's bytes in the text format at least: one digit and its separator
 NORM_FLOOR = 1e-12  # guards the unit-length division of an all-zero vector
 
 
@@ -91,27 +94,46 @@ class Vectors:
 
     @classmethod
     def load_parquet(cls, path: str | Path) -> Vectors:
-        """Load a published ``word, vector, count`` Parquet file or directory."""
-        table = pq.read_table(path, columns=["word", "vector", "count"])
+        """Load a published ``word, vector, count`` Parquet file or directory.
+
+        Raises
+        ------
+        UserError
+            When `path` is not Parquet, or lacks those columns.
+        """
+        try:
+            table = pq.read_table(path, columns=["word", "vector", "count"])
+        except (pa.ArrowException, OSError) as error:
+            raise UserError(f"{path} is not a Parquet vector set with columns word, vector, count "
+                            f"({str(error).splitlines()[0]})") from None
         vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32)
         return cls(table.column("word").to_pylist(), vectors.reshape(table.num_rows, -1),
                    table.column("count").to_numpy())
 
     @classmethod
     def load_word2vec_format(cls, path: str | Path, binary: bool = False) -> Vectors:
-        """Load the word2vec.c text or binary format (header ``"<count> <dim>"``)."""
+        """Load the word2vec.c text or binary format (header ``"<count> <dim>"``).
+
+        Raises
+        ------
+        UserError
+            When the file does not hold what its header announces.
+        """
         with open(path, "rb") as stream:
-            count, dim = (int(field) for field in stream.readline().split())
-            if not binary:
-                rows = [stream.readline().decode("utf-8").rstrip("\n").split(" ") for _ in range(count)]
-                words = [row[0] for row in rows]
-                vectors = np.array([row[1 : dim + 1] for row in rows], dtype=np.float32)
-                return cls(words, vectors.reshape(count, dim))
-            words, vectors = [], np.empty((count, dim), dtype=np.float32)
-            for index in range(count):
-                words.append(_read_binary_word(stream))
-                vectors[index] = np.frombuffer(stream.read(4 * dim), dtype=FLOAT32_LITTLE_ENDIAN)
-            return cls(words, vectors)
+            header = stream.readline()
+            try:
+                count, dim = (int(field) for field in header.split())
+            except ValueError:
+                raise UserError(f"{path} is not a word2vec {'binary' if binary else 'text'} file: its first line "
+                                f"is not '<words> <dimensions>' ({header[:40]!r})") from None
+            try:
+                size = Path(path).stat().st_size
+                if count < 0 or dim < 1 or count * dim * (BINARY_VALUE_BYTES if binary else TEXT_VALUE_BYTES) > size:
+                    raise ValueError(f"the file has {size:,} bytes")  # before a huge count allocates or loops
+                return cls(*(_read_binary_rows if binary else _read_text_rows)(stream, count, dim))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise UserError(f"{path} does not hold the {count} words x {dim} dimensions its header "
+                                f"announces ({error})") from None
 
     def save_word2vec_format(self, path: str | Path, binary: bool = False) -> None:
         """Write the word2vec.c text or binary format, as gensim and word2vec.c load it."""
@@ -151,6 +173,8 @@ class Vectors:
             if index < scores.size:
                 scores[index] = -np.inf
         count = min(topn, scores.size)
+        if count < 1:
+            return []
         best = np.argpartition(-scores, count - 1)[:count]
         best = best[np.argsort(-scores[best])]
         return [(self.index_to_key[index], float(scores[index])) for index in best
@@ -183,6 +207,31 @@ def word2vec_record_bodies(words: list[str], vectors: np.ndarray, binary: bool) 
         (word + " " + " ".join(f"{value:.6g}" for value in row)).encode("utf-8")
         for word, row in zip(words, vectors.tolist(), strict=True)
     ]
+
+
+def _read_text_rows(stream, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """``count`` records ``word v1 .. vdim`` of the word2vec text format; ValueError when one is
+    short or not numbers, or the file ends first."""
+    rows = []
+    for number in range(1, count + 1):
+        row = stream.readline().decode("utf-8").rstrip("\n").split(" ")
+        if len(row) <= dim:
+            raise ValueError(f"word {number} has fewer than {dim} values, or the file ends before it")
+        rows.append(row)
+    vectors = np.array([row[1 : dim + 1] for row in rows], dtype=np.float32)  # ValueError on a non-number
+    return [row[0] for row in rows], vectors.reshape(count, dim)
+
+
+def _read_binary_rows(stream, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """``count`` records of the word2vec binary format; ValueError when the file ends first."""
+    words, vectors = [], np.empty((count, dim), dtype=np.float32)
+    for index in range(count):
+        words.append(_read_binary_word(stream))
+        values = stream.read(BINARY_VALUE_BYTES * dim)
+        if len(values) < BINARY_VALUE_BYTES * dim:
+            raise ValueError(f"the file ends in word {index + 1}")
+        vectors[index] = np.frombuffer(values, dtype=FLOAT32_LITTLE_ENDIAN)
+    return words, vectors
 
 
 def _read_binary_word(stream) -> str:

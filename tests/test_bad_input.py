@@ -17,8 +17,10 @@ from conftest import make_config
 
 from sgns_spark.errors import UserError
 from sgns_spark.preflight import corpus_input
+from sgns_spark.query import main as query_main
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.tokenize import MAX_RECORD_BYTES
+from sgns_spark.vectors import Vectors
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 TRACE = re.compile(r"^\s+at |Traceback|^Caused by|\.(java|scala):\d+\)|^\s+File \"", re.MULTILINE)
@@ -184,3 +186,69 @@ def test_a_run_of_text_longer_than_a_spark_record_is_refused_not_skipped_or_fata
     result = run_job("vocab", tmp_path / "root", "--input", str(path))
     assert_one_line_error(result, "vocab", f"input file file:{path} holds a run of text of more than 64 MiB")
     assert_nothing_published(tmp_path / "root")
+
+
+@pytest.mark.parametrize("setting,content,first_words", [
+    ("similarity_path", b"love sex 6.77\n", "{path} line 1 is not word<TAB>word<TAB>score"),
+    ("similarity_path", b"love\tsex\tmuch\n", "{path} line 1 is not word<TAB>word<TAB>score"),
+    ("similarity_path", b"# only a comment\n", "{path} holds no word pair"),
+    ("similarity_path", "caf\xe9\tth\xe9\t5.0\n".encode("latin-1"), "{path} is not UTF-8 text"),
+    ("analogy_path", b": capital-common-countries\nathens greece\n", "{path} holds no analogy question"),
+], ids=["no-tabs", "score-not-a-number", "no-pairs", "latin-1", "no-questions"])
+def test_a_malformed_evaluation_file_is_refused_before_any_work(tmp_path, setting, content, first_words):
+    path = tmp_path / "evaluation.txt"
+    path.write_bytes(content)
+    result = run_job("pipeline", tmp_path / "root", "--input", str(path), "--set", f"evaluate.{setting}={path}")
+    assert_one_line_error(result, "pipeline", f"evaluate.{setting}: {first_words.format(path=path)}")
+    assert result.stderr.strip().endswith(f'set evaluate.{setting} to ""')
+    assert not (tmp_path / "root").exists()  # refused before Spark started: no root, no Spark log
+
+
+def query(capsys, *arguments):
+    """The query CLI in process: its exit code and its stderr's lines."""
+    code = query_main([str(argument) for argument in arguments])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def word2vec_files(tmp_path):
+    vectors = Vectors(["paris", "france", "berlin", "germany"], np.eye(4, 3, dtype=np.float32) + 0.1)
+    vectors.save_word2vec_format(tmp_path / "vectors.txt")
+    vectors.save_word2vec_format(tmp_path / "vectors.bin", binary=True)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,content,first_words", [
+    ("corpus.txt", b"the cat sat on the mat\n", "{path} is not a word2vec text file: its first line is not"),
+    ("short.txt", b"2 3\nparis 0.1 0.2 0.3\nfrance 0.1\n", "{path} does not hold the 2 words x 3 dimensions"),
+    ("letters.txt", b"1 2\nparis 0.1 x\n", "{path} does not hold the 1 words x 2 dimensions"),
+    ("huge.txt", b"99999999999 100\n", "{path} does not hold the 99999999999 words x 100 dimensions"),
+    ("random.parquet", bytes(range(256)) * 8, "{path} is not a Parquet vector set"),
+], ids=["a-corpus", "a-short-row", "not-a-number", "a-header-larger-than-the-file", "not-parquet"])
+def test_the_query_cli_refuses_files_that_are_not_vectors_in_one_line(tmp_path, capsys, name, content, first_words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, lines = query(capsys, path, "similar", "paris")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"sgns-spark query: error: {first_words.format(path=path)}"), lines[0]
+
+
+def test_the_query_cli_refuses_a_truncated_binary_file(word2vec_files, capsys):
+    path = word2vec_files / "truncated.bin"
+    path.write_bytes((word2vec_files / "vectors.bin").read_bytes()[:-5])
+    code, lines = query(capsys, path, "similar", "paris")
+    assert code == 2 and lines == [f"sgns-spark query: error: {path} does not hold the 4 words x 3 dimensions "
+                                   "its header announces (the file ends in word 4)"]
+
+
+def test_the_query_cli_names_bad_words_and_files_in_one_line(word2vec_files, capsys):
+    vectors = word2vec_files / "vectors.txt"
+    assert query(capsys, vectors, "similar", "paris", "--topn", "1") == (0, [])
+    assert query(capsys, vectors, "similar", "rome") == (
+        2, ["sgns-spark query: error: word 'rome' is not in the vocabulary"])  # not the KeyError's quoted form
+    assert query(capsys, vectors, "evaluate", "--analogy", word2vec_files / "missing.txt") == (
+        2, [f"sgns-spark query: error: {word2vec_files}/missing.txt cannot be read (No such file or directory)"])
+    assert query(capsys, vectors, "evaluate")[0] == 2
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage and its error line
+        query_main([str(vectors), "similar", "paris", "--topn", "0"])
+    assert stopped.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
