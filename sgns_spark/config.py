@@ -231,6 +231,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"config file {path} does not exist; pass an existing --config") from None
+        except OSError as error:  # a directory, no permission
+            raise UserError(f"config file {path} cannot be read ({error.strerror or error}); pass a "
+                            "readable --config") from None
+        except UnicodeDecodeError:
+            raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
         except tomllib.TOMLDecodeError as error:
             raise UserError(f"config file {path} is not valid TOML: {error}") from None
     for override in overrides:

@@ -133,3 +133,9 @@ def test_malformed_override_and_missing_or_broken_file(tmp_path):
     broken.write_text("[train\n")
     with pytest.raises(UserError, match="is not valid TOML"):
         load_config(broken)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("[train]\n# d\xe9faut\n".encode("latin-1"))
+    with pytest.raises(UserError, match="is not UTF-8 text; save it as UTF-8 TOML"):
+        load_config(latin)
+    with pytest.raises(UserError, match=r"cannot be read \(Is a directory\); pass a readable --config"):
+        load_config(tmp_path)
