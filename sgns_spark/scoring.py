@@ -47,4 +47,7 @@ def score(vectors: Vectors, settings: EvaluateSettings) -> dict:
                vectors.most_similar(word, topn=settings.neighbours)]
         for word in settings.neighbour_words if word in vectors
     }
+    unknown = [word for word in settings.neighbour_words if word not in vectors]
+    if unknown:
+        scores["neighbour_words_not_in_vocabulary"] = unknown
     return scores

@@ -173,3 +173,17 @@ def test_evaluation_vectors_are_the_top_words_and_the_named_words_in_id_order(sp
     assert vectors.index_to_key == ["w0", "w1", "w2", "w5", "w9"]
     np.testing.assert_array_equal(vectors["w9"], [9.0, -9.0])
     np.testing.assert_array_equal(vectors.counts, [100, 99, 98, 95, 91])
+
+
+def test_neighbour_words_outside_the_vocabulary_are_named_not_dropped(capsys):
+    from sgns_spark.config import EvaluateSettings
+    from sgns_spark.scoring import score
+    from sgns_spark.summary import print_scores
+
+    vectors = Vectors(["paris", "france", "berlin"], np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32))
+    scores = score(vectors, EvaluateSettings(neighbour_words=("paris", "atlantis"), neighbours=1))
+    assert scores["neighbours"] == {"paris": [["france", pytest.approx(0.9939, abs=1e-4)]]}
+    assert scores["neighbour_words_not_in_vocabulary"] == ["atlantis"]
+    print_scores(scores)
+    assert capsys.readouterr().out.splitlines() == [
+        "[evaluate] paris: france 0.99", "[evaluate] atlantis: not in the vocabulary (evaluate.neighbour_words)"]
