@@ -39,6 +39,7 @@ SIZE_FRACTIONS = (0.25, 0.5, 1.0)
 RETRAIN_FIRST_FRACTION = 0.5  # v1 trains on this first share of the corpus
 RETRAIN_RATES = (0.025, 0.01, 0.005, 0.0025, 0.0)  # train.warm_start_learning_rate settings compared
 MASTER = "local[2]"
+SYSTEMS = ("ours", "gensim", "mllib")  # the systems the benchmark compares
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
 READ_CHUNK = 1 << 20  # characters read at a time while streaming the corpus
@@ -492,7 +493,7 @@ def markdown(rows: list[dict]) -> str:
     which the ratios compare, and its spread."""
     columns = ["system", "seed", "epochs", "shards", "lines", "vocab_s", "train_s", "export_s", "words_per_s",
                "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", *MEASURES[1:]]
-    summaries = {system: seed_mean(rows, system) for system in ("ours", "gensim", "mllib")}
+    summaries = {system: seed_mean(rows, system) for system in SYSTEMS}
     means = [summary for summary in summaries.values() if summary and "spread" in summary]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows + means:
@@ -594,7 +595,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--systems", default="ours,gensim,mllib")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--quick", action="store_true", help=f"first {QUICK_FRACTION * 100:.0f}%% of the corpus")
     parser.add_argument("--mode", choices=("default", "scaling", "size", "memory", "retrain", "profile"),
                         default="default")
@@ -614,6 +615,9 @@ def main() -> None:
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    malformed = [assignment for assignment in arguments.set if "=" not in assignment]
+    if malformed:
+        parser.error(f"--set {malformed[0]!r} must look like KEY=VALUE, e.g. train.noise_pool=64 (make bench SET=...)")
     OVERRIDES.update(assignment.split("=", 1) for assignment in arguments.set)
     if arguments.child == "drift":
         return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
@@ -627,11 +631,14 @@ def main() -> None:
     if arguments.child == "mllib":
         return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
     if not arguments.corpus.exists():
-        sys.exit(f"bench: corpus {arguments.corpus} is absent; pass --corpus (make bench CORPUS=...)")
+        sys.exit(f"bench: corpus {arguments.corpus} is absent; pass --corpus (make bench BENCH_CORPUS=...)")
     if arguments.lines != LINE_WORDS and arguments.mode not in LINES_MODES:
         sys.exit(f"bench: LINES applies to MODE={' and MODE='.join(LINES_MODES)}, not MODE={arguments.mode}")
     fraction = QUICK_FRACTION if arguments.quick else 1.0
     systems = arguments.systems.split(",")
+    unknown = [system for system in systems if system not in SYSTEMS]
+    if unknown:
+        sys.exit(f"bench: unknown system {unknown[0]!r} in SYSTEMS; choose from {','.join(SYSTEMS)}")
     rows = []
     if arguments.mode == "memory":
         rows = run_memory(fraction, arguments.epochs, arguments.shards)
