@@ -38,7 +38,8 @@ def print_scores(scores: dict) -> None:
         print(f"[evaluate] similarity Spearman {similarity['spearman']:.3f} "
               f"(coverage {similarity['coverage']:.1%})")
     for word, neighbours in scores.get("neighbours", {}).items():
-        print(f"[evaluate] {word}: " + ", ".join(f"{n} {s:.2f}" for n, s in neighbours))
+        listed = ", ".join(f"{n} {s:.2f}" for n, s in neighbours)
+        print(f"[evaluate] {word}: {listed or 'no other word in the vocabulary'}")
     for word in scores.get("neighbour_words_not_in_vocabulary", []):
         print(f"[evaluate] {word}: not in the vocabulary (evaluate.neighbour_words)")
     print(end="", flush=True)

@@ -187,3 +187,6 @@ def test_neighbour_words_outside_the_vocabulary_are_named_not_dropped(capsys):
     print_scores(scores)
     assert capsys.readouterr().out.splitlines() == [
         "[evaluate] paris: france 0.99", "[evaluate] atlantis: not in the vocabulary (evaluate.neighbour_words)"]
+    alone = Vectors(["solo"], np.ones((1, 2), dtype=np.float32))
+    print_scores(score(alone, EvaluateSettings(neighbour_words=("solo",))))
+    assert capsys.readouterr().out.splitlines() == ["[evaluate] solo: no other word in the vocabulary"]
