@@ -55,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("info", help="size, version and lineage (corpus, settings, code), as JSON")
     arguments = parser.parse_args(argv)
     try:
-        vectors = Vectors.load(arguments.vectors)
+        if arguments.command == "evaluate" and not (arguments.analogy or arguments.similarity):
+            raise UserError("evaluate needs --analogy questions-words.txt, --similarity pairs.tsv, or both")
+        vectors = Vectors.load(arguments.vectors)  # after the arguments' checks: a model may take minutes
         if arguments.command == "info":
             print(json.dumps(describe(vectors), indent=2))
             return 0
         if arguments.command == "evaluate":
-            if not (arguments.analogy or arguments.similarity):
-                raise UserError("evaluate needs --analogy questions-words.txt, --similarity pairs.tsv, or both")
             scores = {}
             if arguments.analogy:
                 scores["analogy"] = analogy_accuracy(vectors, arguments.analogy, arguments.top_words)
