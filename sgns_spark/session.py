@@ -16,6 +16,9 @@ DEBUG_LEVEL = "DEBUG"
 # One BLAS thread per Python worker: Spark already runs one task per core, and more threads
 # would oversubscribe the executor (and make a task's float sums depend on the thread count).
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# bytes per Arrow batch handed to Python at most, whatever ``spark.arrow_batch_rows`` allows: the
+# corpus's lines are records of up to 1 MiB (`sgns_spark.tokenize.MAX_LINE_BYTES`)
+ARROW_BATCH_BYTES = 8 << 20
 
 
 def build_session(config: Config, stage: str) -> SparkSession:
@@ -52,6 +55,7 @@ def build_session(config: Config, stage: str) -> SparkSession:
     builder = (
         builder.config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))
+        .config("spark.sql.execution.arrow.maxBytesPerBatch", str(ARROW_BATCH_BYTES))
         .config("spark.sql.adaptive.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
     )

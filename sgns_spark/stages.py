@@ -25,7 +25,15 @@ from sgns_spark.lineage import corpus_fingerprint, fingerprint_text, input_files
 from sgns_spark.memory import peak_rss_mib
 from sgns_spark.preflight import CorpusInput, same_file, unreadable_file
 from sgns_spark.storage import FileEntry, Storage
-from sgns_spark.tokenize import MAX_RECORD_BYTES, count_words, read_records, read_sentences, record_bytes_per_file
+from sgns_spark.tokenize import (
+    LINE_SEPARATOR,
+    MAX_RECORD_BYTES,
+    SPACE_SEPARATOR,
+    count_words,
+    read_records,
+    read_sentences,
+    record_bytes_per_file,
+)
 from sgns_spark.vocab import build_vocab, encode_corpus
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".xz")  # Hadoop codecs by suffix
@@ -105,7 +113,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
         return done
     storage.clear_staging()
     report = StageReport("vocab", settings)
-    sentences, totals, files, skipped = read_corpus(spark, corpus, config)
+    sentences, totals, files, by_line, skipped = read_corpus(spark, corpus, config)
     try:
         report.step("tokenize")
         check_corpus_text(corpus.path, totals, config)
@@ -131,6 +139,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
     report.counts = {
         "input": corpus.path,
         "input_files": len(files),
+        "input_files_read_by_line": len(by_line),
         "files": input_files(files),
         "fingerprint": fingerprint_text(totals["fingerprint"]),
         "input_bytes": totals["input_bytes"],
@@ -149,10 +158,10 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
 def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
     """Tokenize the corpus (persisted) and sum its statistics.
 
-    The files are first read through once in the JVM alone (`check_records`): a file Spark
-    cannot read (a truncated gzip, say) then fails a job with no Python worker to interrupt.
-    It stops the stage with its name, or, with ``corpus.skip_corrupt_files``, is left out and
-    the rest read again.
+    The files are first read through in the JVM alone (`line_files`), which also finds the
+    files to read a line per record: a file Spark cannot read (a truncated gzip, say) then
+    fails a job with no Python worker to interrupt. It stops the stage with its name, or, with
+    ``corpus.skip_corrupt_files``, is left out and the rest read again.
 
     Returns
     -------
@@ -163,6 +172,8 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
         (`sgns_spark.lineage.corpus_fingerprint`).
     files : list of FileEntry
         The files read.
+    by_line : list of str
+        The paths of those read a line per record.
     skipped : list of str
         The files left out.
     """
@@ -172,7 +183,7 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
             raise UserError(f"no file of input corpus {corpus.path} can be read ({len(skipped)} skipped as "
                             "corrupt); point CORPUS= (--input) at readable text")
         try:
-            check_records(spark, files)
+            by_line = line_files(spark, files)
             break
         except Py4JJavaError as error:
             unreadable = unreadable_file(error)
@@ -182,33 +193,50 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
             print(f"[vocab] skipping {path}: it cannot be read ({reason})", flush=True)
             skipped.append(path)
             files = [entry for entry in files if not same_file(entry.path, path)]
-    paths = [entry.path for entry in files]
-    sentences = read_sentences(spark, paths, config.corpus).persist(StorageLevel.MEMORY_AND_DISK)
+    by_space = [entry.path for entry in files if entry.path not in by_line]
+    sentences = read_sentences(spark, by_space, config.corpus, by_line).persist(StorageLevel.MEMORY_AND_DISK)
     totals = sentences.agg(
         F.sum("input_bytes").alias("input_bytes"),
         F.sum("invalid_bytes").alias("invalid_bytes"),
         F.sum(F.size("tokens")).alias("tokens"),
         corpus_fingerprint("sentence_key", "tokens").alias("fingerprint"),
     ).first()
-    return sentences, totals, files, skipped
+    return sentences, totals, files, by_line, skipped
 
 
-def check_records(spark: SparkSession, files: list[FileEntry]) -> None:
-    """Read every file once in the JVM; refuse a plain file whose records fall short of its size
-    by a record Spark's reader had to skip (a run of text without a space, see `read_records`).
+def line_files(spark: SparkSession, files: list[FileEntry]) -> list[str]:
+    """Read every file through in the JVM; return the paths of those whose lines all fit in a
+    record (`sgns_spark.tokenize.MAX_LINE_BYTES`), and refuse a plain file that holds a run of
+    text without a space longer than `MAX_RECORD_BYTES`.
 
-    Compressed files cannot be checked this way: their text size is not known in advance.
+    The reader skips a line that does not fit, so a plain file's lines fit when their bytes add
+    up to its size. A compressed file's size says nothing of its text, so the files left are read
+    again a space-separated record at a time: a compressed file's lines fit when they add up to
+    as many bytes as its records (within the one separator that may end either). The second pass
+    finds a plain file's overlong runs as the first found its long lines.
     """
-    found = record_bytes_per_file(read_records(spark, [entry.path for entry in files]))
-    for entry in files:
-        if entry.path.endswith(COMPRESSED_SUFFIXES):
-            continue
-        read = next((size for path, size in found.items() if same_file(path, entry.path)), 0)
-        if entry.size - read >= MAX_RECORD_BYTES:
-            raise UserError(
-                f"input file {entry.path} holds a run of text of more than {MAX_RECORD_BYTES >> 20} MiB without a "
-                "space, longer than Spark can hold as one record; separate its words by spaces"
-            )
+    by_line = record_bytes_per_file(read_records(spark, [entry.path for entry in files], LINE_SEPARATOR))
+    fitting = [entry for entry in files if not entry.path.endswith(COMPRESSED_SUFFIXES)
+               and file_bytes(by_line, entry) >= entry.size]
+    rest = [entry for entry in files if entry not in fitting]
+    if rest:
+        by_space = record_bytes_per_file(read_records(spark, [entry.path for entry in rest], SPACE_SEPARATOR))
+        for entry in rest:
+            space_bytes = file_bytes(by_space, entry)
+            if entry.path.endswith(COMPRESSED_SUFFIXES):
+                if file_bytes(by_line, entry) + 1 >= space_bytes:
+                    fitting.append(entry)
+            elif entry.size - space_bytes >= MAX_RECORD_BYTES:
+                raise UserError(
+                    f"input file {entry.path} holds a run of text of more than {MAX_RECORD_BYTES >> 20} MiB "
+                    "without a space, longer than Spark can hold as one record; separate its words by spaces"
+                )
+    return [entry.path for entry in fitting]
+
+
+def file_bytes(found: dict[str, int], entry: FileEntry) -> int:
+    """The bytes `record_bytes_per_file` found for `entry` (0 for a file without records)."""
+    return next((size for path, size in found.items() if same_file(path, entry.path)), 0)
 
 
 def check_corpus_text(input_path: str, totals, config: Config) -> None:

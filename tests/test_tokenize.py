@@ -7,7 +7,9 @@ import pytest
 from conftest import make_config
 from pyspark.sql import functions as F
 
-from sgns_spark.tokenize import count_words, read_sentences, sentence_lengths, split_text
+from sgns_spark.preflight import corpus_input
+from sgns_spark.stages import line_files, read_corpus
+from sgns_spark.tokenize import MAX_LINE_BYTES, count_words, read_sentences, sentence_lengths, split_text
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
 
@@ -97,3 +99,55 @@ def test_sentence_cap_holds_for_multi_line_text(spark, tmp_path, max_length):
     for line in reference_tokens("\n".join(lines)):
         expected.extend(line[i : i + max_length] for i in range(0, len(line), max_length))
     assert sentences == expected
+
+
+def test_files_are_read_by_line_only_where_every_line_fits(spark, tmp_path):
+    short = "alpha beta gamma\n" * 200
+    long = short + "delta " * (MAX_LINE_BYTES // 6 + 100) + "\n" + short  # one line longer than a record
+    (tmp_path / "short.txt").write_text(short)
+    (tmp_path / "long.txt").write_text(long)
+    (tmp_path / "short.txt.gz").write_bytes(gzip.compress(short.encode()))
+    (tmp_path / "long.txt.gz").write_bytes(gzip.compress(long.encode()))
+    (tmp_path / "unterminated.txt").write_text(short + "epsilon")  # no newline at its end
+    files = corpus_input(spark, str(tmp_path)).files
+    by_line = {path.rsplit("/", 1)[1] for path in line_files(spark, list(files))}
+    assert by_line == {"short.txt", "short.txt.gz", "unterminated.txt"}
+
+
+def test_a_line_too_long_for_a_record_is_read_whole(spark, tmp_path):
+    words = [WORDS[i % len(WORDS)] for i in range(MAX_LINE_BYTES // 4)]  # a line of about 1.5 MiB
+    text = "first short line\n" + " ".join(words) + "\nlast line\n"
+    (tmp_path / "plain.txt").write_text(text)
+    (tmp_path / "packed.txt.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("plain.txt", "packed.txt.gz"):
+        sentences, totals, _, by_line, _ = read_corpus(spark, corpus_input(spark, str(tmp_path / name)),
+                                                       make_config())
+        try:
+            assert by_line == []
+            found = collected(sentences)
+            assert found[0] == ["first", "short", "line"] and found[-1] == ["last", "line"]
+            assert sum(found[1:-1], []) == words
+            assert totals["tokens"] == len(words) + 5
+        finally:
+            sentences.unpersist()
+
+
+def test_lines_as_records_are_never_cut_at_partition_ends(spark, tmp_path):
+    lines = [" ".join(WORDS[: 1 + i % len(WORDS)]) for i in range(3000)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines) + "\n")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(16 * 1024))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100")
+    try:
+        by_line = read_sentences(spark, [], make_config().corpus, [str(path)])
+        by_space = read_sentences(spark, [str(path)], make_config().corpus)
+        assert by_line.rdd.getNumPartitions() > 4
+        line_sentences, space_sentences = collected(by_line), collected(by_space)
+        both = collected(read_sentences(spark, [str(path)], make_config().corpus, [str(path)]))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+    assert line_sentences == [line.split() for line in lines]
+    assert sum(space_sentences, []) == sum(line_sentences, [])  # spaces cut lines at partition ends
+    assert len(space_sentences) > len(line_sentences)
+    assert sorted(both) == sorted(line_sentences + space_sentences)  # distinct sentence keys
