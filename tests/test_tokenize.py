@@ -1,6 +1,7 @@
 import gzip
 import re
 import unicodedata
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -49,10 +50,12 @@ def test_giant_single_line_is_split_over_partitions_without_loss(spark, tmp_path
         sentences = read_sentences(spark, str(path), config.corpus)
         assert sentences.rdd.getNumPartitions() > 4
         per_sentence = collected(sentences)
+        counts = {row["word"]: row["count"] for row in count_words(sentences).collect()}
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
     assert [token for sentence in per_sentence for token in sentence] == words
+    assert counts == Counter(words)  # each batch's counts, summed over batches and partitions
     assert max(len(sentence) for sentence in per_sentence) == 1000
     assert len(per_sentence) < len(words) / 500  # cut at the cap, not at every batch
 
