@@ -7,6 +7,7 @@ run) live with the root: `sgns_spark.storage.Storage.check_writable` and `sgns_s
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +69,21 @@ def unreadable_file(error: BaseException) -> tuple[str, str] | None:
     for _, message in causes:
         match = UNREADABLE_FILE.search(message)
         if match:
-            return match.group(1), causes[-1][1] or causes[-1][0]
+            return listed_spelling(match.group(1)), causes[-1][1] or causes[-1][0]
     return None
 
 
 def same_file(first: str, second: str) -> bool:
     """Whether two spellings of a URI name one file (Spark writes ``file:///x``, Hadoop ``file:/x``)."""
-    return re.sub(r"^file:/+", "file:/", first) == re.sub(r"^file:/+", "file:/", second)
+    return file_key(first) == file_key(second)
+
+
+def file_key(uri: str) -> str:
+    """One spelling of a file's URI, the same for every spelling `same_file` equates."""
+    return re.sub(r"^file:/+", "file:/", uri)
+
+
+def listed_spelling(spark_uri: str) -> str:
+    """A file's URI as Spark names it in records and errors, percent-encoded (``a%20b.txt``), in
+    the spelling of the file listing (`FileEntry`, ``a b.txt``)."""
+    return urllib.parse.unquote(spark_uri)

@@ -23,7 +23,7 @@ from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
 from sgns_spark.lineage import corpus_fingerprint, fingerprint_text, input_files
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.preflight import CorpusInput, same_file, unreadable_file
+from sgns_spark.preflight import CorpusInput, file_key, listed_spelling, same_file, unreadable_file
 from sgns_spark.storage import FileEntry, Storage
 from sgns_spark.tokenize import (
     LINE_SEPARATOR,
@@ -190,10 +190,14 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
             if unreadable is None or not config.corpus.skip_corrupt_files:
                 raise
             path, reason = unreadable
+            readable = [entry for entry in files if not same_file(entry.path, path)]
+            if len(readable) == len(files):  # a file the listing does not name: skipping would not end
+                raise
             print(f"[vocab] skipping {path}: it cannot be read ({reason})", flush=True)
             skipped.append(path)
-            files = [entry for entry in files if not same_file(entry.path, path)]
-    by_space = [entry.path for entry in files if entry.path not in by_line]
+            files = readable
+    read_by_line = set(by_line)
+    by_space = [entry.path for entry in files if entry.path not in read_by_line]
     sentences = read_sentences(spark, by_space, config.corpus, by_line).persist(StorageLevel.MEMORY_AND_DISK)
     totals = sentences.agg(
         F.sum("input_bytes").alias("input_bytes"),
@@ -215,28 +219,29 @@ def line_files(spark: SparkSession, files: list[FileEntry]) -> list[str]:
     as many bytes as its records (within the one separator that may end either). The second pass
     finds a plain file's overlong runs as the first found its long lines.
     """
-    by_line = record_bytes_per_file(read_records(spark, [entry.path for entry in files], LINE_SEPARATOR))
-    fitting = [entry for entry in files if not entry.path.endswith(COMPRESSED_SUFFIXES)
-               and file_bytes(by_line, entry) >= entry.size]
-    rest = [entry for entry in files if entry not in fitting]
-    if rest:
-        by_space = record_bytes_per_file(read_records(spark, [entry.path for entry in rest], SPACE_SEPARATOR))
-        for entry in rest:
-            space_bytes = file_bytes(by_space, entry)
-            if entry.path.endswith(COMPRESSED_SUFFIXES):
-                if file_bytes(by_line, entry) + 1 >= space_bytes:
-                    fitting.append(entry)
-            elif entry.size - space_bytes >= MAX_RECORD_BYTES:
-                raise UserError(
-                    f"input file {entry.path} holds a run of text of more than {MAX_RECORD_BYTES >> 20} MiB "
-                    "without a space, longer than Spark can hold as one record; separate its words by spaces"
-                )
-    return [entry.path for entry in fitting]
+    line_bytes = bytes_per_file(spark, files, LINE_SEPARATOR)
+    fitting = {entry.path for entry in files if not entry.path.endswith(COMPRESSED_SUFFIXES)
+               and line_bytes.get(file_key(entry.path), 0) >= entry.size}
+    rest = [entry for entry in files if entry.path not in fitting]
+    space_bytes = bytes_per_file(spark, rest, SPACE_SEPARATOR) if rest else {}
+    for entry in rest:
+        key = file_key(entry.path)
+        if entry.path.endswith(COMPRESSED_SUFFIXES):
+            if key in line_bytes and line_bytes[key] + 1 >= space_bytes.get(key, 0):
+                fitting.add(entry.path)
+        elif entry.size - space_bytes.get(key, 0) >= MAX_RECORD_BYTES:
+            raise UserError(
+                f"input file {entry.path} holds a run of text of more than {MAX_RECORD_BYTES >> 20} MiB "
+                "without a space, longer than Spark can hold as one record; separate its words by spaces"
+            )
+    return [entry.path for entry in files if entry.path in fitting]
 
 
-def file_bytes(found: dict[str, int], entry: FileEntry) -> int:
-    """The bytes `record_bytes_per_file` found for `entry` (0 for a file without records)."""
-    return next((size for path, size in found.items() if same_file(path, entry.path)), 0)
+def bytes_per_file(spark: SparkSession, files: list[FileEntry], separator: str) -> dict[str, int]:
+    """`record_bytes_per_file` of the files read with `separator`, by the `file_key` of their
+    listed paths (`listed_spelling`; a file without records is missing)."""
+    found = record_bytes_per_file(read_records(spark, [entry.path for entry in files], separator))
+    return {file_key(listed_spelling(path)): size for path, size in found.items()}
 
 
 def check_corpus_text(input_path: str, totals, config: Config) -> None:

@@ -104,17 +104,18 @@ def test_truncated_gzip_is_named_and_a_setting_skips_it(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.gz").write_bytes(gzip_bytes(WORDS))
-    (corpus / "b.gz").write_bytes(gzip_bytes(WORDS * 20)[:5_000])  # the first 5 kB of a gzip file
+    # the first 5 kB of a gzip file, under a name Spark percent-encodes in its errors
+    (corpus / "b c.gz").write_bytes(gzip_bytes(WORDS * 20)[:5_000])
     (corpus / "c.txt").write_text(WORDS)
     result = run_job("vocab", tmp_path / "root", "--input", str(corpus))
-    assert_one_line_error(result, "vocab", f"input file file://{corpus}/b.gz cannot be read (Unexpected end of input")
+    assert_one_line_error(result, "vocab", f"input file file://{corpus}/b c.gz cannot be read (Unexpected end of input")
     assert result.stderr.strip().splitlines()[-1].endswith("or set corpus.skip_corrupt_files=true to skip such files")
     assert_nothing_published(tmp_path / "root")
     skipped = run_job("vocab", tmp_path / "root", "--input", str(corpus), "--set", "corpus.skip_corrupt_files=true")
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert not TRACE.search(skipped.stderr), skipped.stderr[-2000:]
     counts = json.loads((tmp_path / "root" / "reports" / "vocab.json").read_text())["counts"]
-    assert counts["skipped_corrupt_files"] == 1 and counts["corrupt_files"] == [f"file://{corpus}/b.gz"]
+    assert counts["skipped_corrupt_files"] == 1 and counts["corrupt_files"] == [f"file://{corpus}/b c.gz"]
     assert counts["corpus_tokens"] == 2 * 20_000 and counts["input_files"] == 2
 
 

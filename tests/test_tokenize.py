@@ -107,14 +107,15 @@ def test_sentence_cap_holds_for_multi_line_text(spark, tmp_path, max_length):
 def test_files_are_read_by_line_only_where_every_line_fits(spark, tmp_path):
     short = "alpha beta gamma\n" * 200
     long = short + "delta " * (MAX_LINE_BYTES // 6 + 100) + "\n" + short  # one line longer than a record
-    (tmp_path / "short.txt").write_text(short)
-    (tmp_path / "long.txt").write_text(long)
-    (tmp_path / "short.txt.gz").write_bytes(gzip.compress(short.encode()))
-    (tmp_path / "long.txt.gz").write_bytes(gzip.compress(long.encode()))
+    # names Spark percent-encodes in its records' file paths
+    (tmp_path / "short one.txt").write_text(short)
+    (tmp_path / "long one.txt").write_text(long)
+    (tmp_path / "short #2.txt.gz").write_bytes(gzip.compress(short.encode()))
+    (tmp_path / "long #2.txt.gz").write_bytes(gzip.compress(long.encode()))
     (tmp_path / "unterminated.txt").write_text(short + "epsilon")  # no newline at its end
     files = corpus_input(spark, str(tmp_path)).files
     by_line = {path.rsplit("/", 1)[1] for path in line_files(spark, list(files))}
-    assert by_line == {"short.txt", "short.txt.gz", "unterminated.txt"}
+    assert by_line == {"short one.txt", "short #2.txt.gz", "unterminated.txt"}
 
 
 def test_a_line_too_long_for_a_record_is_read_whole(spark, tmp_path):
