@@ -69,14 +69,12 @@ def read_sentences(spark: SparkSession, paths: str | list[str], settings: Corpus
         `SENTENCE_SCHEMA`: summing ``invalid_bytes`` and ``input_bytes`` gives the corpus's
         undecodable and total bytes, and `count_words` sums the counts.
     """
-    readers = [(chosen, separator) for chosen, separator in ((paths, SPACE_SEPARATOR), (line_paths, LINE_SEPARATOR))
-               if chosen]
     # a union's partitions are numbered across its parts, so the sentence keys stay distinct
     return functools.reduce(DataFrame.union, [
         read_records(spark, chosen, separator).select(F.col("value").cast("binary").alias("piece")).mapInArrow(
             functools.partial(tokenize_partition, settings=settings, separator=separator),
             spark_schema(SENTENCE_SCHEMA))
-        for chosen, separator in readers])
+        for chosen, separator in ((paths, SPACE_SEPARATOR), (line_paths, LINE_SEPARATOR)) if chosen])
 
 
 def read_records(spark: SparkSession, paths: str | list[str], separator: str) -> DataFrame:
