@@ -1,9 +1,12 @@
 """What every job shares: its arguments, its checks before any work, its session, and how a
-user error ends it (one line on stderr, exit code 2, no trace unless asked for)."""
+user error ends it (one line on stderr, exit code 2, no trace unless asked for), and how a stop
+signal does (one line on stderr, exit code 128 + the signal's number)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -15,7 +18,7 @@ from sgns_spark.config import Config, load_config
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.lock import RunLock
 from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
-from sgns_spark.session import DEBUG_LEVEL, build_session
+from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
 
@@ -23,6 +26,33 @@ EXIT_USER_ERROR = 2
 TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
 OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
 DISK_FULL = "No space left on device"
+SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
+QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
+
+
+class Stopped(BaseException):
+    """A stop signal, raised in the main thread wherever it was. A BaseException, as
+    KeyboardInterrupt is, so that no ``except Exception`` of ours or Spark's catches it."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def stop_on_signals(spark: SparkSession | None) -> None:
+    """Raise `Stopped` on a stop signal from now on (replacing the SIGINT handler a SparkContext
+    installs, which calls the JVM on the connection whose call it interrupted)."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, functools.partial(raise_stopped, spark))
+
+
+def raise_stopped(spark: SparkSession | None, signal_number: int, frame) -> None:
+    """A stop signal's handler: the main thread's interrupted JVM call is dropped, so the lock's
+    release and Spark's stop can still call the JVM."""
+    if spark is not None:
+        drop_interrupted_call(spark)
+    raise Stopped(signal_number)
 
 
 @dataclass(frozen=True)
@@ -54,15 +84,19 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
     """Check the settings, the input and the run root, take the root's lock, then run `body`.
 
     A user error, or a Spark failure that one (`user_error_of`), ends the job with one line
-    naming the problem and what to change, as the last line on stderr, and exit code 2.
+    naming the problem and what to change, as the last line on stderr, and exit code 2. SIGINT
+    or SIGTERM stops Spark and ends it with one line and exit code 128 + the signal's number: the
+    lock is released, and what is committed or published stays, so a rerun resumes.
     """
     debug = arguments.debug
     spark = None
+    stop_on_signals(spark)
     try:
         config = load_config(arguments.config, arguments.overrides)
         debug = debug or config.spark.log_level == DEBUG_LEVEL
         check_local_files(config)
         spark = build_session(config, stage)
+        stop_on_signals(spark)
         storage = Storage(spark, arguments.root)
         corpus = corpus_input(spark, arguments.input) if getattr(arguments, "input", None) else None
         if stage in TRAINING_STAGES and config.train.warm_start_from:
@@ -80,6 +114,18 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
             spark.stop()  # Spark's own lines about the failure come before ours
         print(f"sgns-spark {stage}: error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    except (Stopped, KeyboardInterrupt) as stop:
+        signal_number = stop.signal_number if isinstance(stop, Stopped) else signal.SIGINT
+        for number in STOP_SIGNALS:  # a second signal ends the process at once, not the cleanup
+            signal.signal(number, signal.SIG_DFL)
+        if spark is not None:
+            if not debug:  # Spark's lines about the tasks and jobs its stop cuts short say nothing more
+                spark.sparkContext.setLogLevel(QUIET_STOP_LEVEL)
+            spark.stop()
+        print(f"sgns-spark {stage}: stopped by {signal.Signals(signal_number).name}; the stages it finished, the "
+              "model rounds it committed and the versions it published stay, and nothing half-written is "
+              "published: rerun the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(SIGNAL_EXIT_BASE + signal_number)
 
 
 def user_error_of(error: BaseException) -> UserError | None:

@@ -1,4 +1,5 @@
-"""Build the SparkSession every job runs in, from the [spark] settings."""
+"""Build the SparkSession every job runs in, from the [spark] settings; and leave its JVM
+connection usable after a signal interrupted a call on it."""
 
 from __future__ import annotations
 
@@ -62,3 +63,13 @@ def build_session(config: Config, stage: str) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark
+
+
+def drop_interrupted_call(spark: SparkSession) -> None:
+    """Close this thread's connection to the driver's JVM, where a signal may have interrupted a
+    call before its answer came: Py4J pins one connection to each thread, and the thread's next
+    call would read that answer as its own. The next call opens a new connection."""
+    client = spark.sparkContext._gateway._gateway_client
+    connection = client.get_thread_connection() if hasattr(client, "get_thread_connection") else None
+    if connection is not None:
+        connection.close()
