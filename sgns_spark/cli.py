@@ -47,6 +47,13 @@ def stop_on_signals(spark: SparkSession | None) -> None:
         signal.signal(number, functools.partial(raise_stopped, spark))
 
 
+def end_on_signals() -> None:
+    """From now on a stop signal ends the process at once: a job that is already ending is not
+    cut short in its cleanup by a second exception."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+
+
 def raise_stopped(spark: SparkSession | None, signal_number: int, frame) -> None:
     """A stop signal's handler: the main thread's interrupted JVM call is dropped, so the lock's
     release and Spark's stop can still call the JVM."""
@@ -108,6 +115,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         user_error = error if isinstance(error, UserError) else user_error_of(error)
         if user_error is None:
             raise
+        end_on_signals()
         if debug:
             traceback.print_exc()
         if spark is not None:
@@ -115,9 +123,8 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         print(f"sgns-spark {stage}: error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except (Stopped, KeyboardInterrupt) as stop:
+        end_on_signals()
         signal_number = stop.signal_number if isinstance(stop, Stopped) else signal.SIGINT
-        for number in STOP_SIGNALS:  # a second signal ends the process at once, not the cleanup
-            signal.signal(number, signal.SIG_DFL)
         if spark is not None:
             if not debug:  # Spark's lines about the tasks and jobs its stop cuts short say nothing more
                 spark.sparkContext.setLogLevel(QUIET_STOP_LEVEL)
