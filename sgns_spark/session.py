@@ -4,6 +4,7 @@ connection usable after a signal interrupted a call on it."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config
 
 LOCAL_MASTER = "local[*]"
+LOCAL_WITHOUT_FAILURES = re.compile(r"local(?:\[(\d+|\*)\])?")  # "local", "local[4]", "local[*]"
+# attempts of a task before its job fails, in local mode as on a cluster (spark.task.maxFailures's
+# default there); Spark's local mode otherwise fails the job on a task's first failure
+LOCAL_TASK_ATTEMPTS = 4
 QUIET_LOGGING = Path(__file__).with_name("log4j2.properties")  # messages without stack traces
 DEBUG_LEVEL = "DEBUG"
 # One BLAS thread per Python worker: Spark already runs one task per core, and more threads
@@ -40,9 +45,9 @@ def build_session(config: Config, stage: str) -> SparkSession:
     launched_by_spark_submit = "SPARK_SUBMIT" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(f"{settings.app_name}-{stage}")
     if settings.master:
-        builder = builder.master(settings.master)
+        builder = builder.master(with_task_retries(settings.master))
     elif not launched_by_spark_submit:
-        builder = builder.master(LOCAL_MASTER)
+        builder = builder.master(with_task_retries(LOCAL_MASTER))
     for name, value in WORKER_ENVIRONMENT.items():
         builder = builder.config(f"spark.executorEnv.{name}", value)
     if not launched_by_spark_submit:
@@ -63,6 +68,17 @@ def build_session(config: Config, stage: str) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     return spark
+
+
+def with_task_retries(master: str) -> str:
+    """`master`, or where it is a local master without a failure count, the same with
+    `LOCAL_TASK_ATTEMPTS` ("local[2]" becomes "local[2,4]"): a Python worker that dies once (the
+    kernel's out-of-memory killer, say) costs a retried task, not the run, as on a cluster. A
+    retried task gives identical rows (`sgns_spark.train.task`)."""
+    local = LOCAL_WITHOUT_FAILURES.fullmatch(master)
+    if local is None:
+        return master
+    return f"local[{local.group(1) or 1},{LOCAL_TASK_ATTEMPTS}]"
 
 
 def drop_interrupted_call(spark: SparkSession) -> None:

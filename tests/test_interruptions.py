@@ -1,0 +1,127 @@
+"""Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's
+SIGTERM): one line, exit code 128 + the signal's number, no trace, the lock released, the
+committed rounds kept, nothing exported; and the same command resumes from the last committed
+round. A Python worker killed mid-task: the task is retried, and the run ends with the
+undisturbed run's rows, bit for bit."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PLANTED_SETTINGS, read_round_files, write_planted_corpus
+
+from sgns_spark.cli import SIGNAL_EXIT_BASE
+from sgns_spark.session import with_task_retries
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+TRACE_MARKERS = ("Traceback", "Exception in thread", "\tat ")
+COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
+WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's line for a task whose worker died
+LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
+
+
+def pipeline_command(root: Path, corpus: Path) -> list[str]:
+    return [sys.executable, str(JOBS / "pipeline.py"), "--root", str(root), "--input", str(corpus),
+            *(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting)),
+            "--set", "spark.master=local[2]"]
+
+
+def stopped_run(command: list[str], stop_signal: signal.Signals, directory: Path) -> tuple[list[int], str, int]:
+    """Run `command` and send it `stop_signal` once it has committed a round; return the rounds
+    it committed, its stderr and its exit code."""
+    log = open(directory / f"stderr-{stop_signal.name}.txt", "w+")  # a pipe would fill up and stall the job
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    committed_rounds = []
+    for line in process.stdout:
+        committed = COMMITTED.search(line)
+        if committed:
+            committed_rounds.append(int(committed.group(1)))
+            if len(committed_rounds) == 1:
+                os.kill(process.pid, stop_signal)  # lands in the next round's job
+    returncode = process.wait(timeout=300)
+    log.seek(0)
+    return committed_rounds, log.read(), returncode
+
+
+def test_a_stop_signal_ends_the_job_in_one_line_and_the_same_command_resumes(tmp_path):
+    corpus, _ = write_planted_corpus(tmp_path / "data")
+    root = tmp_path / "root"
+    command = pipeline_command(root, corpus)
+    latest = 0
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # the second run resumes the first
+        committed_rounds, stderr, returncode = stopped_run(command, stop_signal, tmp_path)
+        assert returncode == SIGNAL_EXIT_BASE + stop_signal, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"sgns-spark pipeline: stopped by {stop_signal.name}; "), last
+        assert not any(marker in stderr for marker in TRACE_MARKERS), stderr[-3000:]
+        assert not (root / "_LOCK").exists()
+        assert not (root / "export").exists()
+        assert committed_rounds and committed_rounds[0] == latest + 1, committed_rounds  # resumed, not restarted
+        latest = json.loads((root / "model" / "_LATEST").read_text())["round"]
+        assert latest >= committed_rounds[-1]
+
+
+def python_workers(ancestor: int) -> list[int]:
+    """Process ids of the Python workers that Spark's daemons forked, below process `ancestor`."""
+    parents, commands = {}, {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            commands[int(status.parent.name)] = (status.parent / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        parents[int(status.parent.name)] = int(fields[1])
+
+    def below(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+
+    daemon = b"pyspark.daemon"
+    return [pid for pid, parent in parents.items()
+            if daemon in commands[pid] and daemon in commands.get(parent, b"") and below(pid)]
+
+
+def test_a_python_worker_killed_mid_task_costs_a_retried_task_not_the_run(planted_run, tmp_path):
+    root = tmp_path / "root"
+    log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
+    process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.PIPE,
+                               stderr=log, text=True)
+    output, killed = [], []
+    for line in process.stdout:
+        output.append(line)
+        log.seek(0)
+        if COMMITTED.search(line) and WORKER_CRASH not in log.read():  # until a kill hit a running task
+            time.sleep(1.0)  # into the next round's tasks
+            for worker in python_workers(process.pid):
+                os.kill(worker, signal.SIGKILL)
+                killed.append(worker)
+    returncode = process.wait(timeout=300)
+    log.seek(0)
+    stderr = log.read()
+    assert returncode == 0, stderr[-3000:]
+    assert killed and WORKER_CRASH in stderr, stderr[-3000:]
+    assert "[export] published version 1" in "".join(output)
+    ours = read_round_files(root / "model" / LAST_ROUND)
+    reference = planted_run["storage"]
+    expected = read_round_files(Path(reference.path(f"model/{LAST_ROUND}").removeprefix("file:")))
+    for side in ("input", "output"):
+        np.testing.assert_array_equal(ours[side][0], expected[side][0])
+        np.testing.assert_array_equal(ours[side][1], expected[side][1])
+
+
+@pytest.mark.parametrize("master,started", [
+    ("local", "local[1,4]"), ("local[2]", "local[2,4]"), ("local[*]", "local[*,4]"),
+    ("local[2,1]", "local[2,1]"), ("local-cluster[2,1,1024]", "local-cluster[2,1,1024]"), ("yarn", "yarn"),
+])
+def test_a_local_master_without_a_failure_count_retries_tasks_as_a_cluster_does(master, started):
+    assert with_task_retries(master) == started
