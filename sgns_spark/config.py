@@ -74,7 +74,7 @@ class SparkSettings:
     """How the jobs obtain their SparkSession."""
 
     master: str = setting("", 'Spark master; "" = what spark-submit set, else local[*] (e.g. "local[2]", "yarn"); '
-                          'a local master without a failure count tries a task 4 times, as a cluster does')
+                          'a local master without a failure count retries failed tasks as a cluster does')
     app_name: str = setting("sgns-spark", "prefix of every job's Spark application name")
     driver_memory: str = setting("2g", "JVM heap when a job starts Spark itself (plain python)",
                                  memory=True, low="512m", high="64g")

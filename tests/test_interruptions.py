@@ -1,8 +1,8 @@
-"""Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's
-SIGTERM): one line, exit code 128 + the signal's number, no trace, the lock released, the
-committed rounds kept, nothing exported; and the same command resumes from the last committed
-round. A Python worker killed mid-task: the task is retried, and the run ends with the
-undisturbed run's rows, bit for bit."""
+"""Interruptions of a local run, each of which a run rides through to the undisturbed run's rows,
+bit for bit. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's SIGTERM): one line, exit
+code 128 + the signal's number, no trace, the lock released, the committed rounds kept, nothing
+exported, and the same command resumes from the last committed round. Python workers killed
+mid-task: the tasks are retried, and the run goes on."""
 
 import json
 import os
@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_SETTINGS, read_round_files, write_planted_corpus
+from conftest import PLANTED_SETTINGS, read_round_files
 
 from sgns_spark.cli import SIGNAL_EXIT_BASE
 from sgns_spark.session import with_task_retries
@@ -33,39 +34,22 @@ def pipeline_command(root: Path, corpus: Path) -> list[str]:
             "--set", "spark.master=local[2]"]
 
 
-def stopped_run(command: list[str], stop_signal: signal.Signals, directory: Path) -> tuple[list[int], str, int]:
-    """Run `command` and send it `stop_signal` once it has committed a round; return the rounds
-    it committed, its stderr and its exit code."""
-    log = open(directory / f"stderr-{stop_signal.name}.txt", "w+")  # a pipe would fill up and stall the job
+def watched_run(command: list[str], directory: Path, name: str, on_commit: Callable) -> tuple[list[int], str, str, int]:
+    """Run `command` and call ``on_commit(process, rounds committed so far, stderr so far)`` at each
+    round it commits; return the rounds it committed, its stdout, its stderr and its exit code."""
+    log = open(directory / f"stderr-{name}.txt", "w+")  # a pipe would fill up and stall the job
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    committed_rounds = []
+    committed_rounds, output = [], []
     for line in process.stdout:
+        output.append(line)
         committed = COMMITTED.search(line)
         if committed:
             committed_rounds.append(int(committed.group(1)))
-            if len(committed_rounds) == 1:
-                os.kill(process.pid, stop_signal)  # lands in the next round's job
+            log.seek(0)
+            on_commit(process, committed_rounds, log.read())
     returncode = process.wait(timeout=300)
     log.seek(0)
-    return committed_rounds, log.read(), returncode
-
-
-def test_a_stop_signal_ends_the_job_in_one_line_and_the_same_command_resumes(tmp_path):
-    corpus, _ = write_planted_corpus(tmp_path / "data")
-    root = tmp_path / "root"
-    command = pipeline_command(root, corpus)
-    latest = 0
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # the second run resumes the first
-        committed_rounds, stderr, returncode = stopped_run(command, stop_signal, tmp_path)
-        assert returncode == SIGNAL_EXIT_BASE + stop_signal, stderr[-3000:]
-        last = stderr.strip().splitlines()[-1]
-        assert last.startswith(f"sgns-spark pipeline: stopped by {stop_signal.name}; "), last
-        assert not any(marker in stderr for marker in TRACE_MARKERS), stderr[-3000:]
-        assert not (root / "_LOCK").exists()
-        assert not (root / "export").exists()
-        assert committed_rounds and committed_rounds[0] == latest + 1, committed_rounds  # resumed, not restarted
-        latest = json.loads((root / "model" / "_LATEST").read_text())["round"]
-        assert latest >= committed_rounds[-1]
+    return committed_rounds, "".join(output), log.read(), returncode
 
 
 def python_workers(ancestor: int) -> list[int]:
@@ -91,26 +75,40 @@ def python_workers(ancestor: int) -> list[int]:
             if daemon in commands[pid] and daemon in commands.get(parent, b"") and below(pid)]
 
 
-def test_a_python_worker_killed_mid_task_costs_a_retried_task_not_the_run(planted_run, tmp_path):
+def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undisturbed_rows(planted_run, tmp_path):
     root = tmp_path / "root"
-    log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
-    process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.PIPE,
-                               stderr=log, text=True)
-    output, killed = [], []
-    for line in process.stdout:
-        output.append(line)
-        log.seek(0)
-        if COMMITTED.search(line) and WORKER_CRASH not in log.read():  # until a kill hit a running task
+    command = pipeline_command(root, planted_run["corpus"])
+    latest = 0
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # each run resumes the one before
+
+        def stop(process, committed_rounds, stderr, stop_signal=stop_signal):
+            if len(committed_rounds) == 1:
+                os.kill(process.pid, stop_signal)  # lands in the next round's job
+
+        committed_rounds, _, stderr, returncode = watched_run(command, tmp_path, stop_signal.name, stop)
+        assert returncode == SIGNAL_EXIT_BASE + stop_signal, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith(f"sgns-spark pipeline: stopped by {stop_signal.name}; "), last
+        assert not any(marker in stderr for marker in TRACE_MARKERS), stderr[-3000:]
+        assert not (root / "_LOCK").exists()
+        assert not (root / "export").exists()
+        assert committed_rounds and committed_rounds[0] == latest + 1, committed_rounds  # resumed, not restarted
+        latest = json.loads((root / "model" / "_LATEST").read_text())["round"]
+        assert latest >= committed_rounds[-1]
+
+    killed = []
+
+    def kill_workers(process, committed_rounds, stderr):
+        if WORKER_CRASH not in stderr:  # until a kill hits a running task
             time.sleep(1.0)  # into the next round's tasks
             for worker in python_workers(process.pid):
                 os.kill(worker, signal.SIGKILL)
                 killed.append(worker)
-    returncode = process.wait(timeout=300)
-    log.seek(0)
-    stderr = log.read()
+
+    committed_rounds, output, stderr, returncode = watched_run(command, tmp_path, "workers-killed", kill_workers)
     assert returncode == 0, stderr[-3000:]
     assert killed and WORKER_CRASH in stderr, stderr[-3000:]
-    assert "[export] published version 1" in "".join(output)
+    assert committed_rounds[0] == latest + 1 and "[export] published version 1" in output
     ours = read_round_files(root / "model" / LAST_ROUND)
     reference = planted_run["storage"]
     expected = read_round_files(Path(reference.path(f"model/{LAST_ROUND}").removeprefix("file:")))
