@@ -26,6 +26,7 @@ EXIT_USER_ERROR = 2
 TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
 OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
 DISK_FULL = "No space left on device"
+WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task whose Python worker died
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
@@ -146,6 +147,11 @@ def user_error_of(error: BaseException) -> UserError | None:
     if any(name == OUT_OF_MEMORY for name, _ in causes):
         return UserError("Spark ran out of memory; raise spark.driver_memory (under spark-submit: --driver-memory "
                          "and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
+    if any(WORKER_CRASH in message for _, message in causes):
+        return UserError("a Python worker died in every attempt of a task (killed, most often by the system for "
+                         "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
+                         "spark.executor.pyspark.memory, locally free memory on this machine) or raise "
+                         "train.num_shards, so that each task holds fewer rows")
     if any(DISK_FULL in message for _, message in causes):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")

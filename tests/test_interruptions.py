@@ -2,8 +2,10 @@
 bit for bit. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's SIGTERM): one line, exit
 code 128 + the signal's number, no trace, the lock released, the committed rounds kept, nothing
 exported, and the same command resumes from the last committed round. Python workers killed
-mid-task: the tasks are retried, and the run goes on."""
+mid-task: the tasks are retried, and the run goes on; killed in every attempt of a task, the run
+ends in one line too."""
 
+import contextlib
 import json
 import os
 import re
@@ -19,12 +21,13 @@ import pytest
 from conftest import PLANTED_SETTINGS, read_round_files
 
 from sgns_spark.cli import SIGNAL_EXIT_BASE
-from sgns_spark.session import with_task_retries
+from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 TRACE_MARKERS = ("Traceback", "Exception in thread", "\tat ")
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
 WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's line for a task whose worker died
+KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
 
 
@@ -123,3 +126,24 @@ def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undist
 ])
 def test_a_local_master_without_a_failure_count_retries_tasks_as_a_cluster_does(master, started):
     assert with_task_retries(master) == started
+
+
+def test_python_workers_killed_in_every_attempt_of_a_task_end_the_run_in_one_line(planted_run, tmp_path):
+    root = tmp_path / "root"
+    log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
+    process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.DEVNULL, stderr=log)
+    killed = 0
+    while process.poll() is None:
+        for worker in python_workers(process.pid):
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(worker, signal.SIGKILL)
+                killed += 1
+        time.sleep(KILL_INTERVAL)
+    log.seek(0)
+    stderr = log.read()
+    assert process.returncode == 2, stderr[-3000:]
+    assert killed >= LOCAL_TASK_ATTEMPTS
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("sgns-spark pipeline: error: a Python worker died in every attempt of a task"), last
+    assert not any(marker in stderr for marker in TRACE_MARKERS), stderr[-3000:]
+    assert not (root / "_LOCK").exists() and not (root / "reports").exists()
