@@ -1,9 +1,8 @@
-"""Interruptions of a local run, each of which a run rides through to the undisturbed run's rows,
-bit for bit. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's SIGTERM): one line, exit
+"""Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's SIGTERM): one line, exit
 code 128 + the signal's number, no trace, the lock released, the committed rounds kept, nothing
 exported, and the same command resumes from the last committed round. Python workers killed
-mid-task: the tasks are retried, and the run goes on; killed in every attempt of a task, the run
-ends in one line too."""
+mid-task: the tasks are retried, and the run goes on. Both end with the undisturbed run's rows, bit
+for bit. Python workers killed in every attempt of a task: the run ends in one line too."""
 
 import contextlib
 import json
@@ -20,13 +19,12 @@ import numpy as np
 import pytest
 from conftest import PLANTED_SETTINGS, read_round_files
 
-from sgns_spark.cli import SIGNAL_EXIT_BASE
+from sgns_spark.cli import SIGNAL_EXIT_BASE, WORKER_CRASH
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 TRACE_MARKERS = ("Traceback", "Exception in thread", "\tat ")
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
-WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's line for a task whose worker died
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
 
