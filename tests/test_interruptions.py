@@ -1,8 +1,9 @@
-"""Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's SIGTERM): one line, exit
-code 128 + the signal's number, no trace, the lock released, the committed rounds kept, nothing
-exported, and the same command resumes from the last committed round. Python workers killed
-mid-task: the tasks are retried, and the run goes on. Both end with the undisturbed run's rows, bit
-for bit. Python workers killed in every attempt of a task: the run ends in one line too."""
+"""Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's
+SIGTERM): one line, exit code 128 + the signal's number, no trace, the lock released, the
+committed rounds kept, nothing exported, and the same command resumes from the last committed
+round. Python workers killed mid-task: the tasks are retried, and the run goes on. Both end with
+the undisturbed run's rows, bit for bit. Python workers killed in every attempt of a task: the
+run ends in one line too."""
 
 import contextlib
 import json
