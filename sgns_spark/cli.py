@@ -98,7 +98,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
     """
     debug = arguments.debug
     spark = None
-    stop_on_signals(spark)
+    stop_on_signals(None)
     try:
         config = load_config(arguments.config, arguments.overrides)
         debug = debug or config.spark.log_level == DEBUG_LEVEL

@@ -83,8 +83,10 @@ def with_task_retries(master: str) -> str:
 
 def drop_interrupted_call(spark: SparkSession) -> None:
     """Close this thread's connection to the driver's JVM, where a signal may have interrupted a
-    call before its answer came: Py4J pins one connection to each thread, and the thread's next
-    call would read that answer as its own. The next call opens a new connection."""
+    call before its answer came: in PySpark's pinned-thread mode (its default) Py4J keeps one
+    connection per thread, and the thread's next call would read that answer as its own. The next
+    call opens a new connection. (Without pinning, an interrupted connection never returns to Py4J's
+    pool, and there is nothing to close.)"""
     client = spark.sparkContext._gateway._gateway_client
     connection = client.get_thread_connection() if hasattr(client, "get_thread_connection") else None
     if connection is not None:

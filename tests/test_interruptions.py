@@ -26,6 +26,7 @@ from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 TRACE_MARKERS = ("Traceback", "Exception in thread", "\tat ")
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
+RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
 
@@ -49,7 +50,7 @@ def watched_run(command: list[str], directory: Path, name: str, on_commit: Calla
             committed_rounds.append(int(committed.group(1)))
             log.seek(0)
             on_commit(process, committed_rounds, log.read())
-    returncode = process.wait(timeout=300)
+    returncode = process.wait(timeout=RUN_TIMEOUT)
     log.seek(0)
     return committed_rounds, "".join(output), log.read(), returncode
 
@@ -131,16 +132,17 @@ def test_python_workers_killed_in_every_attempt_of_a_task_end_the_run_in_one_lin
     root = tmp_path / "root"
     log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
     process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.DEVNULL, stderr=log)
-    killed = 0
-    while process.poll() is None:
+    killed, deadline = 0, time.monotonic() + RUN_TIMEOUT
+    while process.poll() is None and time.monotonic() < deadline:
         for worker in python_workers(process.pid):
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 os.kill(worker, signal.SIGKILL)
                 killed += 1
         time.sleep(KILL_INTERVAL)
+    returncode = process.wait(timeout=RUN_TIMEOUT)
     log.seek(0)
     stderr = log.read()
-    assert process.returncode == 2, stderr[-3000:]
+    assert returncode == 2, stderr[-3000:]
     assert killed >= LOCAL_TASK_ATTEMPTS
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("sgns-spark pipeline: error: a Python worker died in every attempt of a task"), last
