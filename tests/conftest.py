@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sgns_spark.storage import Storage
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEST_MASTER = "local[2]"
+TRACE = re.compile(r"^\s+at |Traceback|^Caused by|\.(java|scala):\d+\)|^\s+File \"", re.MULTILINE)
 
 
 def shared_file(name: str) -> Path:
@@ -26,6 +28,16 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: shared test data is only in the project's CI checkout")
     return path
+
+
+def assert_one_line_ending(returncode: int, stderr: str, exit_code: int, line_start: str) -> None:
+    """A job's end: exit `exit_code`, our line last and alone, starting with `line_start`, and no
+    trace anywhere."""
+    lines = stderr.strip().splitlines()
+    assert returncode == exit_code, stderr[-2000:]
+    assert lines[-1].startswith(line_start), lines[-1]
+    assert [line for line in lines if line.startswith("sgns-spark")] == [lines[-1]]
+    assert not TRACE.search(stderr), stderr[-2000:]
 
 
 def make_config(*overrides: str):

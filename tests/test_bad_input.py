@@ -5,7 +5,6 @@ import datetime
 import gzip
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import TRACE, assert_one_line_ending, make_config
 
 from sgns_spark.errors import UserError
 from sgns_spark.preflight import corpus_input
@@ -23,7 +22,6 @@ from sgns_spark.tokenize import MAX_RECORD_BYTES
 from sgns_spark.vectors import Vectors
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
-TRACE = re.compile(r"^\s+at |Traceback|^Caused by|\.(java|scala):\d+\)|^\s+File \"", re.MULTILINE)
 WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 
 
@@ -34,11 +32,7 @@ def run_job(job, root, *arguments):
 
 def assert_one_line_error(result, job, first_words):
     """Exit 2, our line last and alone, starting with `first_words`, and no trace anywhere."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert lines[-1].startswith(f"sgns-spark {job}: error: {first_words}"), lines[-1]
-    assert [line for line in lines if line.startswith("sgns-spark")] == [lines[-1]]
-    assert not TRACE.search(result.stderr), result.stderr[-2000:]
+    assert_one_line_ending(result.returncode, result.stderr, 2, f"sgns-spark {job}: error: {first_words}")
 
 
 def assert_nothing_published(root: Path):
