@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRACE, assert_one_line_ending, make_config
+from conftest import TRACE, assert_one_line_ending, job_environment, make_config
 
 from sgns_spark.errors import UserError
 from sgns_spark.preflight import corpus_input
@@ -27,7 +27,8 @@ WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 
 def run_job(job, root, *arguments):
     return subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--root", str(root), *arguments,
-                           "--set", "spark.master=local[1]"], capture_output=True, text=True, timeout=300)
+                           "--set", "spark.master=local[1]"], capture_output=True, text=True, timeout=300,
+                          env=job_environment())
 
 
 def assert_one_line_error(result, job, first_words):

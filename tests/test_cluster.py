@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_round_files, write_planted_corpus
+from conftest import job_environment, read_round_files, write_planted_corpus
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -32,7 +32,7 @@ def packaged(tmp_path_factory):
 def test_pipeline_through_spark_submit_on_local_cluster_with_packaged_environment(packaged, tmp_path):
     corpus, questions = write_planted_corpus(tmp_path / "data")
     root = tmp_path / "root"
-    environment = {key: value for key, value in os.environ.items()
+    environment = {key: value for key, value in job_environment().items()
                    if key not in ("PYSPARK_PYTHON", "PYTHONPATH")}
     environment["PYSPARK_DRIVER_PYTHON"] = sys.executable
     result = subprocess.run(
@@ -79,7 +79,7 @@ def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(s
     from conftest import PLANTED_SETTINGS
 
     root = tmp_path / "root"
-    environment = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    environment = {**job_environment(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
                str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(planted_run["corpus"]),
                *(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting))]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_SETTINGS, assert_one_line_ending, read_round_files
+from conftest import PLANTED_SETTINGS, assert_one_line_ending, job_environment, read_round_files
 
 from sgns_spark.cli import SIGNAL_EXIT_BASE, WORKER_CRASH
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
@@ -40,7 +40,7 @@ def watched_run(command: list[str], directory: Path, name: str, on_commit: Calla
     """Run `command` and call ``on_commit(process, rounds committed so far, stderr so far)`` at each
     round it commits; return the rounds it committed, its stdout, its stderr and its exit code."""
     log = open(directory / f"stderr-{name}.txt", "w+")  # a pipe would fill up and stall the job
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=job_environment())
     committed_rounds, output = [], []
     for line in process.stdout:
         output.append(line)
@@ -128,7 +128,8 @@ def test_a_local_master_without_a_failure_count_retries_tasks_as_a_cluster_does(
 def test_python_workers_killed_in_every_attempt_of_a_task_end_the_run_in_one_line(planted_run, tmp_path):
     root = tmp_path / "root"
     log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
-    process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(pipeline_command(root, planted_run["corpus"]), stdout=subprocess.DEVNULL, stderr=log,
+                               env=job_environment())
     killed, deadline = 0, time.monotonic() + RUN_TIMEOUT
     while process.poll() is None and time.monotonic() < deadline:
         for worker in python_workers(process.pid):
