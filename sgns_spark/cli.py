@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config, load_config
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.lock import RunLock
-from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
+from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, missing_path, unreadable_file
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
@@ -97,7 +97,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
     lock is released, and what is committed or published stays, so a rerun resumes.
     """
     debug = arguments.debug
-    spark = None
+    spark = storage = None
     stop_on_signals(None)
     try:
         config = load_config(arguments.config, arguments.overrides)
@@ -113,7 +113,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         with RunLock(storage, stage):
             body(Job(spark, config, storage, corpus))
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
-        user_error = error if isinstance(error, UserError) else user_error_of(error)
+        user_error = error if isinstance(error, UserError) else user_error_of(error, storage)
         if user_error is None:
             raise
         end_on_signals()
@@ -136,9 +136,14 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         sys.exit(SIGNAL_EXIT_BASE + signal_number)
 
 
-def user_error_of(error: BaseException) -> UserError | None:
-    """The user error a Spark failure stands for, or None for a failure of ours."""
-    unreadable = unreadable_file(error)
+def user_error_of(error: BaseException, storage: Storage | None) -> UserError | None:
+    """The user error a Spark failure stands for, or None for a failure of ours. A file Spark could
+    not read is a damaged file of the run root (`storage`) if it lies below it, else an input file."""
+    missing, unreadable = missing_path(error), unreadable_file(error)
+    failed_path = missing or (unreadable[0] if unreadable else None)
+    below_root = storage.relative_path(failed_path) if storage is not None and failed_path else None
+    if below_root is not None:
+        return storage.damaged(below_root, "it is missing" if missing else unreadable[1])
     if unreadable is not None:
         path, reason = unreadable
         return UserError(f"input file {path} cannot be read ({reason}); fix or remove it, "

@@ -36,6 +36,16 @@ BINARY_NAME = "vectors.bin"
 MANIFEST_NAME = "manifest.json"
 
 
+def damage_remedy(relative: str) -> str:
+    """What a user can do when the run root's file `relative` is damaged (changed outside
+    sgns-spark, or cut short on disk)."""
+    if relative == LOCK_FILE:
+        return "delete it if no run uses the root"
+    if relative.startswith(f"{MODEL_DIRECTORY}/") or relative == report_path("train"):
+        return "set train.restart=true to train again from round 0"
+    return "run the pipeline again on a new --root (or delete this one)"
+
+
 def report_path(stage: str) -> str:
     """Relative path of a stage's run report."""
     return f"{REPORTS_DIRECTORY}/{stage}.json"

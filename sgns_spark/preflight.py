@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
@@ -20,7 +21,10 @@ from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
 from sgns_spark.storage import FileEntry, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
-UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE.*? while reading file (.+?)\.?\s+SQLSTATE")
+MISSING_PATH_CONDITION = "PATH_NOT_FOUND"  # Spark's error condition for a path to read that does not exist
+# Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
+# spaces) and a sentence's full stop after it; a footer error goes on over more lines
+UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,11 @@ def unreadable_file(error: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def same_file(first: str, second: str) -> bool:
-    """Whether two spellings of a URI name one file (Spark writes ``file:///x``, Hadoop ``file:/x``)."""
-    return file_key(first) == file_key(second)
-
-
-def file_key(uri: str) -> str:
-    """One spelling of a file's URI, the same for every spelling `same_file` equates."""
-    return re.sub(r"^file:/+", "file:/", uri)
+def missing_path(error: BaseException) -> str | None:
+    """The path a Spark read was given but did not find, else None."""
+    if isinstance(error, AnalysisException) and error.getCondition() == MISSING_PATH_CONDITION:
+        return error.getMessageParameters().get("path")
+    return None
 
 
 def listed_spelling(spark_uri: str) -> str:

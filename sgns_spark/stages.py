@@ -23,8 +23,8 @@ from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
 from sgns_spark.lineage import corpus_fingerprint, fingerprint_text, input_files
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.preflight import CorpusInput, file_key, listed_spelling, same_file, unreadable_file
-from sgns_spark.storage import FileEntry, Storage
+from sgns_spark.preflight import CorpusInput, listed_spelling, unreadable_file
+from sgns_spark.storage import FileEntry, Storage, file_key, same_file
 from sgns_spark.tokenize import (
     LINE_SEPARATOR,
     MAX_RECORD_BYTES,

@@ -8,6 +8,7 @@ module is the one place that reaches the JVM's Hadoop classes.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +17,15 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from sgns_spark.errors import UserError, java_causes
-from sgns_spark.layout import STAGING_DIRECTORY
+from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy
 
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
 PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
 HIDDEN_PREFIXES = ("_", ".")  # names Spark's file sources skip, as these listings do
 PROBE_PREFIX = "_write-probe-"
 MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
+RUN_ROOT_SETTING = "the run root (--root)"
+CHECKSUM_ERROR = "Checksum error"  # how Hadoop's ChecksumException starts its message
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,16 @@ class FileEntry:
     path: str
     size: int
     modified_ms: int
+
+
+def same_file(first: str, second: str) -> bool:
+    """Whether two spellings of a URI name one file (Spark writes ``file:///x``, Hadoop ``file:/x``)."""
+    return file_key(first) == file_key(second)
+
+
+def file_key(uri: str) -> str:
+    """One spelling of a file's URI, the same for every spelling `same_file` equates."""
+    return re.sub(r"^file:/+", "file:/", uri)
 
 
 def hadoop_filesystem(spark: SparkSession, uri: str, setting: str):
@@ -89,13 +102,28 @@ class Storage:
     root : str
         A local path or Hadoop URI; every relative path is taken below it.
     setting : str
-        What names the root in an error.
+        What names the root in an error: `RUN_ROOT_SETTING`, or the setting that names a
+        published version read from another root.
     """
 
-    def __init__(self, spark: SparkSession, root: str, setting: str = "the run root (--root)"):
+    def __init__(self, spark: SparkSession, root: str, setting: str = RUN_ROOT_SETTING):
         self._jvm = spark.sparkContext._jvm
         self._filesystem, root_path = hadoop_filesystem(spark, root.rstrip("/"), setting)
         self.root = root_path.toString()
+        self.setting = setting
+
+    def relative_path(self, uri: str) -> str | None:
+        """`uri`'s path below the root, or None for a file elsewhere (any spelling of a file URI)."""
+        prefix = f"{file_key(self.root)}/"
+        return file_key(uri).removeprefix(prefix) if file_key(uri).startswith(prefix) else None
+
+    def damaged(self, relative: str, reason: str) -> UserError:
+        """The error for file `relative` below the root, which cannot be read or parsed."""
+        if reason.startswith(CHECKSUM_ERROR):  # Hadoop's message names the file and two numbers
+            reason = "its bytes do not match its checksum file"
+        remedy = damage_remedy(relative) if self.setting == RUN_ROOT_SETTING else f"point {self.setting} elsewhere"
+        return UserError(f"{self.path(relative)} cannot be read ({reason}): it was changed outside sgns-spark or "
+                         f"damaged; {remedy}")
 
     def check_writable(self) -> None:
         """Create the root if needed and write and delete a small probe file in it.
@@ -167,20 +195,34 @@ class Storage:
         return HadoopOutput(self._filesystem.create(self._hadoop_path(relative), True), self._jvm)
 
     def read_text(self, relative: str) -> str:
-        """Return the UTF-8 text of file `relative`."""
-        stream = self._filesystem.open(self._hadoop_path(relative))
+        """Return the UTF-8 text of file `relative`.
+
+        Raises
+        ------
+        UserError
+            When the file cannot be read, naming it and what to do (`damaged`). Most often a
+            checksum error: Hadoop's local file system keeps a ``.crc`` file beside each file,
+            and a file edited by other tools no longer matches it.
+        """
         try:
-            return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-        finally:
-            stream.close()
+            stream = self._filesystem.open(self._hadoop_path(relative))
+            try:
+                return str(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+            finally:
+                stream.close()
+        except Py4JJavaError as error:
+            raise self.damaged(relative, java_causes(error)[-1][1]) from None
 
     def write_json(self, relative: str, document: dict[str, Any]) -> None:
         """Write `document` as indented JSON to `relative`, atomically."""
         self.write_text(relative, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
     def read_json(self, relative: str) -> dict[str, Any]:
-        """Return the JSON document in file `relative`."""
-        return json.loads(self.read_text(relative))
+        """Return the JSON document in file `relative` (`read_text`; a UserError when it is not JSON)."""
+        try:
+            return json.loads(self.read_text(relative))
+        except json.JSONDecodeError as error:
+            raise self.damaged(relative, f"not JSON: {error}") from None
 
     def move(self, source: str, destination: str) -> None:
         """Rename `source` to `destination` (atomic on HDFS and local disks)."""

@@ -5,6 +5,7 @@ import datetime
 import gzip
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -150,6 +151,49 @@ def test_a_second_run_on_a_root_held_by_a_live_run_is_refused_and_a_stale_lock_i
     assert f"[lock] taking over the lock of file:{root}: its holder, pid {int(dead.stdout)} on this host, is gone" \
         in taken.stdout
     assert not (root / "_LOCK").exists() and (root / "vocab").exists()
+
+
+def cut_short(path: Path) -> None:
+    """Keep a file's first 300 bytes, and drop its checksum file so that Hadoop reads it unchecked."""
+    path.write_bytes(path.read_bytes()[:300])
+    path.with_name(f".{path.name}.crc").unlink()
+
+
+def point_latest_at(model: Path, model_round: int) -> None:
+    """Edit ``_LATEST`` by hand, as a user rolling back would (its checksum file dropped with it)."""
+    latest = json.loads((model / "_LATEST").read_text())
+    (model / "_LATEST").write_text(json.dumps({**latest, "round": model_round}))
+    (model / "._LATEST.crc").unlink()
+
+
+RETRAIN = "set train.restart=true to train again from round 0"
+RERUN = "run the pipeline again on a new --root (or delete this one)"
+
+
+@pytest.mark.parametrize("job,damage,damaged,reason,remedy", [
+    ("export", lambda root: (root / "model" / "_LATEST").write_text("{}"), "model/_LATEST",
+     "its bytes do not match its checksum file", RETRAIN),
+    ("export", lambda root: point_latest_at(root / "model", 10), "model/round=000010", "it is missing", RETRAIN),
+    ("export", lambda root: cut_short(min((root / "model" / "round=000009").glob("part-*.parquet"))),
+     "model/round=000009/part-", "", RETRAIN),
+    ("train", lambda root: shutil.rmtree(root / "corpus"), "corpus", "it is missing", RERUN),
+], ids=["latest-edited", "latest-at-a-missing-round", "round-cut-short", "corpus-deleted"])
+def test_a_damaged_run_root_is_named_with_what_to_do(planted_run, tmp_path, job, damage, damaged, reason, remedy):
+    """Files of a run root changed outside sgns-spark, cut short or gone, as a job reads them:
+    one line naming the file and what to do, exit 2, no trace, nothing published."""
+    from conftest import PLANTED_SETTINGS
+
+    root = tmp_path / "root"
+    shutil.copytree(planted_run["storage"].root.removeprefix("file:"), root)
+    shutil.rmtree(root / "export", ignore_errors=True)
+    (root / "reports" / "export.json").unlink(missing_ok=True)
+    damage(root)
+    settings = [argument for setting in PLANTED_SETTINGS for argument in ("--set", setting)]
+    result = run_job(job, root, *settings, *(("--set", "train.restart=true") if job == "train" else ()))
+    assert_one_line_error(result, job, f"file:{root}/{damaged}")
+    line = result.stderr.strip().splitlines()[-1]
+    assert f" cannot be read ({reason}" in line and line.endswith(f"changed outside sgns-spark or damaged; {remedy}")
+    assert not (root / "export").exists()
 
 
 def test_a_little_invalid_utf8_is_tolerated_and_reported(spark, storage, tmp_path):
