@@ -83,6 +83,7 @@ PLANTED_SETTINGS = (
     "train.dim=32", "train.window=4", "train.epochs=2", "train.num_shards=2",
     "train.rounds_per_epoch=4", "train.commit_words=1", "train.keep_rounds=10", "vocab.min_count=5",
 )
+PLANTED_ARGUMENTS = tuple(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting))  # for a job
 
 
 def write_planted_corpus(directory: Path, seed: int = 1) -> tuple[Path, Path]:

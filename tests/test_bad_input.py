@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TRACE, assert_one_line_ending, job_environment, make_config
+from conftest import PLANTED_ARGUMENTS, TRACE, assert_one_line_ending, job_environment, make_config
 
 from sgns_spark.errors import UserError
 from sgns_spark.preflight import corpus_input
@@ -181,15 +181,12 @@ RERUN = "run the pipeline again on a new --root (or delete this one)"
 def test_a_damaged_run_root_is_named_with_what_to_do(planted_run, tmp_path, job, damage, damaged, reason, remedy):
     """Files of a run root changed outside sgns-spark, cut short or gone, as a job reads them:
     one line naming the file and what to do, exit 2, no trace, nothing published."""
-    from conftest import PLANTED_SETTINGS
-
     root = tmp_path / "root"
     shutil.copytree(planted_run["storage"].root.removeprefix("file:"), root)
     shutil.rmtree(root / "export", ignore_errors=True)
     (root / "reports" / "export.json").unlink(missing_ok=True)
     damage(root)
-    settings = [argument for setting in PLANTED_SETTINGS for argument in ("--set", setting)]
-    result = run_job(job, root, *settings, *(("--set", "train.restart=true") if job == "train" else ()))
+    result = run_job(job, root, *PLANTED_ARGUMENTS, *(("--set", "train.restart=true") if job == "train" else ()))
     assert_one_line_error(result, job, f"file:{root}/{damaged}")
     line = result.stderr.strip().splitlines()[-1]
     assert f" cannot be read ({reason}" in line and line.endswith(f"changed outside sgns-spark or damaged; {remedy}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import job_environment, read_round_files, write_planted_corpus
+from conftest import PLANTED_ARGUMENTS, job_environment, read_round_files, write_planted_corpus
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -76,13 +76,11 @@ def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(s
     """Training on local-cluster[2,1,1024] (two executor JVMs); one is SIGKILLed after the third
     committed round. The run ends with exit 0 and the same rows, bit for bit, as the planted run
     with the same settings in local mode."""
-    from conftest import PLANTED_SETTINGS
-
     root = tmp_path / "root"
     environment = {**job_environment(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     command = [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
                str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(planted_run["corpus"]),
-               *(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting))]
+               *PLANTED_ARGUMENTS]
     log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment, cwd=tmp_path)
     killed = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_SETTINGS, assert_one_line_ending, job_environment, read_round_files
+from conftest import PLANTED_ARGUMENTS, assert_one_line_ending, job_environment, read_round_files
 
 from sgns_spark.cli import SIGNAL_EXIT_BASE, WORKER_CRASH
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
@@ -32,7 +32,7 @@ LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 round
 
 def pipeline_command(root: Path, corpus: Path) -> list[str]:
     return [sys.executable, str(JOBS / "pipeline.py"), "--root", str(root), "--input", str(corpus),
-            *(argument for setting in PLANTED_SETTINGS for argument in ("--set", setting)),
+            *PLANTED_ARGUMENTS,
             "--set", "spark.master=local[2]"]
 
 
