@@ -13,13 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_ARGUMENTS, TRACE, assert_one_line_ending, job_environment, make_config
+from conftest import (
+    PLANTED_ARGUMENTS,
+    PLANTED_SETTINGS,
+    TRACE,
+    assert_one_line_ending,
+    job_environment,
+    make_config,
+)
 
+from sgns_spark.cli import user_error_of
 from sgns_spark.errors import UserError
+from sgns_spark.export import run_export_stage
 from sgns_spark.preflight import corpus_input
 from sgns_spark.query import main as query_main
 from sgns_spark.stages import run_vocab_stage
+from sgns_spark.storage import Storage
 from sgns_spark.tokenize import MAX_RECORD_BYTES
+from sgns_spark.train.driver import run_train_stage
 from sgns_spark.vectors import Vectors
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -170,26 +181,49 @@ RETRAIN = "set train.restart=true to train again from round 0"
 RERUN = "run the pipeline again on a new --root (or delete this one)"
 
 
-@pytest.mark.parametrize("job,damage,damaged,reason,remedy", [
-    ("export", lambda root: (root / "model" / "_LATEST").write_text("{}"), "model/_LATEST",
-     "its bytes do not match its checksum file", RETRAIN),
-    ("export", lambda root: point_latest_at(root / "model", 10), "model/round=000010", "it is missing", RETRAIN),
-    ("export", lambda root: cut_short(min((root / "model" / "round=000009").glob("part-*.parquet"))),
-     "model/round=000009/part-", "", RETRAIN),
-    ("train", lambda root: shutil.rmtree(root / "corpus"), "corpus", "it is missing", RERUN),
-], ids=["latest-edited", "latest-at-a-missing-round", "round-cut-short", "corpus-deleted"])
-def test_a_damaged_run_root_is_named_with_what_to_do(planted_run, tmp_path, job, damage, damaged, reason, remedy):
-    """Files of a run root changed outside sgns-spark, cut short or gone, as a job reads them:
-    one line naming the file and what to do, exit 2, no trace, nothing published."""
-    root = tmp_path / "root"
+def copied_run_root(planted_run, directory: Path) -> Path:
+    """A copy of the planted run's root, trained and not exported."""
+    root = directory / "root"
     shutil.copytree(planted_run["storage"].root.removeprefix("file:"), root)
     shutil.rmtree(root / "export", ignore_errors=True)
     (root / "reports" / "export.json").unlink(missing_ok=True)
+    return root
+
+
+def assert_names_damage(message: str, root: Path, damaged: str, reason: str, remedy: str) -> None:
+    assert message.startswith(f"file:{root}/{damaged}") and f" cannot be read ({reason}" in message, message
+    assert message.endswith(f"changed outside sgns-spark or damaged; {remedy}"), message
+
+
+@pytest.mark.parametrize("stage,damage,damaged,reason,remedy", [
+    (run_export_stage, lambda root: (root / "model" / "_LATEST").write_text("{}"), "model/_LATEST",
+     "its bytes do not match its checksum file", RETRAIN),
+    (run_export_stage, lambda root: point_latest_at(root / "model", 10), "model/round=000010", "it is missing",
+     RETRAIN),
+    (run_train_stage, lambda root: shutil.rmtree(root / "corpus"), "corpus", "it is missing", RERUN),
+], ids=["latest-edited", "latest-at-a-missing-round", "corpus-deleted"])
+def test_a_damaged_run_root_is_named_with_what_to_do(spark, planted_run, tmp_path, stage, damage, damaged, reason,
+                                                      remedy):
+    """A run root's file changed outside sgns-spark or gone, as a stage reads it: the user error
+    that a job prints as its one line (`sgns_spark.cli.run_job`) names it and what to do."""
+    root = copied_run_root(planted_run, tmp_path)
     damage(root)
-    result = run_job(job, root, *PLANTED_ARGUMENTS, *(("--set", "train.restart=true") if job == "train" else ()))
-    assert_one_line_error(result, job, f"file:{root}/{damaged}")
-    line = result.stderr.strip().splitlines()[-1]
-    assert f" cannot be read ({reason}" in line and line.endswith(f"changed outside sgns-spark or damaged; {remedy}")
+    storage = Storage(spark, str(root))
+    with pytest.raises(Exception) as raised:
+        stage(spark, make_config(*PLANTED_SETTINGS, "train.restart=true"), storage)
+    error = raised.value if isinstance(raised.value, UserError) else user_error_of(raised.value, storage)
+    assert error is not None, raised.value
+    assert_names_damage(str(error), root, damaged, reason, remedy)
+    assert not (root / "export").exists()
+
+
+def test_a_model_round_cut_short_ends_the_job_in_one_line(planted_run, tmp_path):
+    root = copied_run_root(planted_run, tmp_path)
+    cut_short(min((root / "model" / "round=000009").glob("part-*.parquet")))
+    result = run_job("export", root, *PLANTED_ARGUMENTS)
+    assert_one_line_error(result, "export", f"file:{root}/model/round=000009/part-")
+    assert_names_damage(result.stderr.strip().splitlines()[-1].split(": error: ", 1)[1], root,
+                        "model/round=000009/part-", "", RETRAIN)
     assert not (root / "export").exists()
 
 
