@@ -113,7 +113,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         with RunLock(storage, stage):
             body(Job(spark, config, storage, corpus))
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
-        user_error = error if isinstance(error, UserError) else user_error_of(error, storage)
+        user_error = user_error_of(error, storage)
         if user_error is None:
             raise
         end_on_signals()
@@ -137,8 +137,11 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
 
 
 def user_error_of(error: BaseException, storage: Storage | None) -> UserError | None:
-    """The user error a Spark failure stands for, or None for a failure of ours. A file Spark could
-    not read is a damaged file of the run root (`storage`) if it lies below it, else an input file."""
+    """The user error a job ends with for `error`: itself if it is one, else the user error a Spark
+    failure stands for, or None for a failure of ours. A file Spark could not read is a damaged file
+    of the run root (`storage`) if it lies below it, else an input file."""
+    if isinstance(error, UserError):
+        return error
     missing, unreadable = missing_path(error), unreadable_file(error)
     failed_path = missing or (unreadable[0] if unreadable else None)
     below_root = storage.relative_path(failed_path) if storage is not None and failed_path else None

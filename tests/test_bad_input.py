@@ -211,7 +211,7 @@ def test_a_damaged_run_root_is_named_with_what_to_do(spark, planted_run, tmp_pat
     storage = Storage(spark, str(root))
     with pytest.raises(Exception) as raised:
         stage(spark, make_config(*PLANTED_SETTINGS, "train.restart=true"), storage)
-    error = raised.value if isinstance(raised.value, UserError) else user_error_of(raised.value, storage)
+    error = user_error_of(raised.value, storage)  # as the job maps it
     assert error is not None, raised.value
     assert_names_damage(str(error), root, damaged, reason, remedy)
     assert not (root / "export").exists()
