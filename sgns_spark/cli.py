@@ -9,7 +9,7 @@ import functools
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config, load_config
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.lock import RunLock
-from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, missing_path, unreadable_file
+from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
@@ -97,7 +97,8 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
     lock is released, and what is committed or published stays, so a rerun resumes.
     """
     debug = arguments.debug
-    spark = storage = None
+    spark = None
+    roots: list[Storage] = []  # where a file that fails to read is a damaged file (`read_roots`)
     stop_on_signals(None)
     try:
         config = load_config(arguments.config, arguments.overrides)
@@ -107,13 +108,12 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         stop_on_signals(spark)
         storage = Storage(spark, arguments.root)
         corpus = corpus_input(spark, arguments.input) if getattr(arguments, "input", None) else None
-        if stage in TRAINING_STAGES and config.train.warm_start_from:
-            parent_version(spark, config.train.warm_start_from, config.train.dim)
+        roots = read_roots(spark, stage, config, storage)
         storage.check_writable()
         with RunLock(storage, stage):
             body(Job(spark, config, storage, corpus))
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
-        user_error = user_error_of(error, storage)
+        user_error = user_error_of(error, roots)
         if user_error is None:
             raise
         end_on_signals()
@@ -136,19 +136,27 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         sys.exit(SIGNAL_EXIT_BASE + signal_number)
 
 
-def user_error_of(error: BaseException, storage: Storage | None) -> UserError | None:
+def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage) -> list[Storage]:
+    """The roots whose files a job reads: its run root (`storage`), and for a training job a warm
+    start's parent version, which is resolved and checked here, before any work (`parent_version`)."""
+    if stage in TRAINING_STAGES and config.train.warm_start_from:
+        return [storage, parent_version(spark, config.train.warm_start_from, config.train.dim).storage(spark)]
+    return [storage]
+
+
+def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError | None:
     """The user error a job ends with for `error`: itself if it is one, else the user error a Spark
     failure stands for, or None for a failure of ours. A file Spark could not read is a damaged file
-    of the run root (`storage`) if it lies below it, else an input file."""
+    of the first of `roots` it lies below (the run root, a warm start's parent), else an input file."""
     if isinstance(error, UserError):
         return error
-    missing, unreadable = missing_path(error), unreadable_file(error)
-    failed_path = missing or (unreadable[0] if unreadable else None)
-    below_root = storage.relative_path(failed_path) if storage is not None and failed_path else None
-    if below_root is not None:
-        return storage.damaged(below_root, "it is missing" if missing else unreadable[1])
+    unreadable = unreadable_file(error)
     if unreadable is not None:
         path, reason = unreadable
+        for root in roots:
+            relative = root.relative_path(path)
+            if relative is not None:
+                return root.damaged(relative, reason)
         return UserError(f"input file {path} cannot be read ({reason}); fix or remove it, "
                          "or set corpus.skip_corrupt_files=true to skip such files")
     causes = java_causes(error)

@@ -61,20 +61,20 @@ RECORD_SCHEMA = pa.schema([("record", pa.binary())])
 EXPORT_PARTITION_ROWS = 1 << 13  # words per sorted partition, so per part file of each output
 
 
-def published_vectors(spark: SparkSession, storage: Storage, model_round: int, normalize: bool) -> DataFrame:
+def published_vectors(storage: Storage, model_round: int, normalize: bool) -> DataFrame:
     """``id, word, vector, count`` of a model round: the input vectors, optionally unit length."""
-    vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("id", "word", "count")
-    model = read_side(spark, storage, model_round, INPUT_SIDE)
+    vocab = storage.read_parquet(VOCAB_DIRECTORY).select("id", "word", "count")
+    model = read_side(storage, model_round, INPUT_SIDE)
     if normalize:
         norm = F.sqrt(F.aggregate("vector", F.lit(0.0), lambda total, x: total + x * x))
         model = model.select("id", F.transform("vector", lambda x: (x / norm).cast("float")).alias("vector"))
     return vocab.join(model, "id")
 
 
-def model_rows(spark: SparkSession, storage: Storage, model_round: int) -> DataFrame:
+def model_rows(storage: Storage, model_round: int) -> DataFrame:
     """``word, input_vector, output_vector`` of a model round as trained, in id order."""
-    vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY)).select("id", "word")
-    sides = [read_side(spark, storage, model_round, side).withColumnRenamed("vector", name)
+    vocab = storage.read_parquet(VOCAB_DIRECTORY).select("id", "word")
+    sides = [read_side(storage, model_round, side).withColumnRenamed("vector", name)
              for side, name in ((INPUT_SIDE, "input_vector"), (OUTPUT_SIDE, "output_vector"))]
     return vocab.join(sides[0], "id").join(sides[1], "id").orderBy("id").select(
         "word", "input_vector", "output_vector")
@@ -99,7 +99,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     storage.clear_staging()
     report = StageReport("export", settings)
     # every step below reads the vectors, which a round holds as chunks: expand them to rows per word once
-    vectors = published_vectors(spark, storage, latest["round"], config.export.normalize).persist(
+    vectors = published_vectors(storage, latest["round"], config.export.normalize).persist(
         StorageLevel.MEMORY_AND_DISK)
     refuse_whitespace_words(vectors)
     evaluated = evaluation_vectors(vectors, config.evaluate)  # always holds id 0, the most frequent word
@@ -114,7 +114,7 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
     report.step("parquet")
     write_word2vec_files(ordered, vocab_size, dim, storage, staged)
     report.step("word2vec")
-    model_rows(spark, storage, latest["round"]).write.parquet(storage.path(staged, MODEL_ROWS_NAME))
+    model_rows(storage, latest["round"]).write.parquet(storage.path(staged, MODEL_ROWS_NAME))
     report.step("model")
     drift = parent_drift(spark, vectors, train_report, dim)
     report.step("drift")
@@ -156,7 +156,7 @@ def parent_drift(spark: SparkSession, vectors: DataFrame, train_report: dict, di
     warm_start = train_report["counts"].get("warm_start")
     if warm_start is None:
         return None
-    parent = spark.read.parquet(Storage(spark, warm_start["parent"]["path"], WARM_START_SETTING).path(PARQUET_NAME))
+    parent = Storage(spark, warm_start["parent"]["path"], WARM_START_SETTING).read_parquet(PARQUET_NAME)
     return drift_report(spark, vectors, parent, dim)
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
-from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
@@ -21,7 +20,6 @@ from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
 from sgns_spark.storage import FileEntry, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
-MISSING_PATH_CONDITION = "PATH_NOT_FOUND"  # Spark's error condition for a path to read that does not exist
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
@@ -74,13 +72,6 @@ def unreadable_file(error: BaseException) -> tuple[str, str] | None:
         match = UNREADABLE_FILE.search(message)
         if match:
             return listed_spelling(match.group(1)), causes[-1][1] or causes[-1][0]
-    return None
-
-
-def missing_path(error: BaseException) -> str | None:
-    """The path a Spark read was given but did not find, else None."""
-    if isinstance(error, AnalysisException) and error.getCondition() == MISSING_PATH_CONDITION:
-        return error.getMessageParameters().get("path")
     return None
 
 

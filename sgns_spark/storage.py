@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
-from pyspark.sql import SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy
@@ -26,6 +28,9 @@ PROBE_PREFIX = "_write-probe-"
 MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
 RUN_ROOT_SETTING = "the run root (--root)"
 CHECKSUM_ERROR = "Checksum error"  # how Hadoop's ChecksumException starts its message
+# Spark's error conditions for a Parquet directory to read that is gone, or holds no data files
+UNREADABLE_DIRECTORY_REASONS = {"PATH_NOT_FOUND": "it is missing",
+                                "UNABLE_TO_INFER_SCHEMA": "it holds no Parquet files"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class Storage:
     """
 
     def __init__(self, spark: SparkSession, root: str, setting: str = RUN_ROOT_SETTING):
-        self._jvm = spark.sparkContext._jvm
+        self._spark, self._jvm = spark, spark.sparkContext._jvm
         self._filesystem, root_path = hadoop_filesystem(spark, root.rstrip("/"), setting)
         self.root = root_path.toString()
         self.setting = setting
@@ -218,11 +223,33 @@ class Storage:
         self.write_text(relative, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
     def read_json(self, relative: str) -> dict[str, Any]:
-        """Return the JSON document in file `relative` (`read_text`; a UserError when it is not JSON)."""
+        """Return the JSON document in file `relative` (`read_text`, then `parse_json`)."""
+        return self.parse_json(relative, self.read_text(relative))
+
+    def parse_json(self, relative: str, text: str) -> dict[str, Any]:
+        """Return the JSON document `text`, read from file `relative` (a UserError when it is not JSON)."""
         try:
-            return json.loads(self.read_text(relative))
+            return json.loads(text)
         except json.JSONDecodeError as error:
             raise self.damaged(relative, f"not JSON: {error}") from None
+
+    def read_parquet(self, relative: str, schema: StructType | None = None) -> DataFrame:
+        """The Parquet files of directory `relative` (with `schema`, none is inferred).
+
+        Raises
+        ------
+        UserError
+            When the directory is missing or holds no Parquet files (`damaged`). A file that
+            cannot be read fails the job that reads it, later (`sgns_spark.cli.user_error_of`).
+        """
+        reader = self._spark.read if schema is None else self._spark.read.schema(schema)
+        try:
+            return reader.parquet(self.path(relative))
+        except AnalysisException as error:
+            reason = UNREADABLE_DIRECTORY_REASONS.get(error.getCondition())
+            if reason is None:
+                raise
+            raise self.damaged(relative, reason) from None
 
     def move(self, source: str, destination: str) -> None:
         """Rename `source` to `destination` (atomic on HDFS and local disks)."""

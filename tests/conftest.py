@@ -53,6 +53,12 @@ def job_environment() -> dict[str, str]:
     return {**os.environ, "SPARK_SUBMIT_OPTS": options}
 
 
+def cut_short(path: Path) -> None:
+    """Keep a file's first 300 bytes, and drop its checksum file so that Hadoop reads it unchecked."""
+    path.write_bytes(path.read_bytes()[:300])
+    path.with_name(f".{path.name}.crc").unlink()
+
+
 def make_config(*overrides: str):
     """The default config with the test master and a few overrides."""
     return load_config(None, [f"spark.master={TEST_MASTER}", *overrides])

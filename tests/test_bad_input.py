@@ -18,6 +18,7 @@ from conftest import (
     PLANTED_SETTINGS,
     TRACE,
     assert_one_line_ending,
+    cut_short,
     job_environment,
     make_config,
 )
@@ -164,12 +165,6 @@ def test_a_second_run_on_a_root_held_by_a_live_run_is_refused_and_a_stale_lock_i
     assert not (root / "_LOCK").exists() and (root / "vocab").exists()
 
 
-def cut_short(path: Path) -> None:
-    """Keep a file's first 300 bytes, and drop its checksum file so that Hadoop reads it unchecked."""
-    path.write_bytes(path.read_bytes()[:300])
-    path.with_name(f".{path.name}.crc").unlink()
-
-
 def point_latest_at(model: Path, model_round: int) -> None:
     """Edit ``_LATEST`` by hand, as a user rolling back would (its checksum file dropped with it)."""
     latest = json.loads((model / "_LATEST").read_text())
@@ -201,7 +196,9 @@ def assert_names_damage(message: str, root: Path, damaged: str, reason: str, rem
     (run_export_stage, lambda root: point_latest_at(root / "model", 10), "model/round=000010", "it is missing",
      RETRAIN),
     (run_train_stage, lambda root: shutil.rmtree(root / "corpus"), "corpus", "it is missing", RERUN),
-], ids=["latest-edited", "latest-at-a-missing-round", "corpus-deleted"])
+    (run_export_stage, lambda root: [part.unlink() for part in (root / "vocab").glob("part-*")], "vocab",
+     "it holds no Parquet files", RERUN),
+], ids=["latest-edited", "latest-at-a-missing-round", "corpus-deleted", "vocab-emptied"])
 def test_a_damaged_run_root_is_named_with_what_to_do(spark, planted_run, tmp_path, stage, damage, damaged, reason,
                                                       remedy):
     """A run root's file changed outside sgns-spark or gone, as a stage reads it: the user error
@@ -211,7 +208,7 @@ def test_a_damaged_run_root_is_named_with_what_to_do(spark, planted_run, tmp_pat
     storage = Storage(spark, str(root))
     with pytest.raises(Exception) as raised:
         stage(spark, make_config(*PLANTED_SETTINGS, "train.restart=true"), storage)
-    error = user_error_of(raised.value, storage)  # as the job maps it
+    error = user_error_of(raised.value, [storage])  # as the job maps it
     assert error is not None, raised.value
     assert_names_damage(str(error), root, damaged, reason, remedy)
     assert not (root / "export").exists()

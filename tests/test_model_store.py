@@ -43,7 +43,7 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
     vocab = 700
     records = initial_rows(spark, vocab, DIM, seed=5, groups=3, phase=1)
     write_rows(spark, records, storage.path("model/round=000001"))
-    inputs = read_side(spark, storage, 1, INPUT_SIDE).toArrow().sort_by("id")
+    inputs = read_side(storage, 1, INPUT_SIDE).toArrow().sort_by("id")
     assert inputs.column("id").to_pylist() == list(range(vocab))
     assert inputs.schema.field("vector").type == pa.list_(pa.float32())
     assert spark.read.parquet(storage.path("model/round=000001")).schema.simpleString() == \
@@ -51,7 +51,7 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
     expected = gathered(records.collect(), vocab)
     np.testing.assert_array_equal(np.asarray(inputs.column("vector").combine_chunks().flatten()).reshape(vocab, DIM),
                                   expected[INPUT_SIDE])
-    back = gathered(committed_rows(spark, storage, 1, groups=3, phase=1).collect(), vocab)
+    back = gathered(committed_rows(storage, 1, groups=3, phase=1).collect(), vocab)
     for side in (INPUT_SIDE, OUTPUT_SIDE):
         np.testing.assert_array_equal(back[side], expected[side])
     # the bytes are little-endian int32 ids and float32 rows, readable without Spark
@@ -76,4 +76,4 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
 def test_a_round_of_the_earlier_format_is_refused_with_the_setting_that_starts_over(spark, storage, tmp_path):
     (tmp_path / "root" / "model" / "round=000001" / "side=input").mkdir(parents=True)
     with pytest.raises(UserError, match=r"^model round 1 in .*run-root format 2, rows per word.*train.restart=true$"):
-        committed_rows(spark, storage, 1, groups=2, phase=0)
+        committed_rows(storage, 1, groups=2, phase=0)

@@ -35,7 +35,7 @@ MIN_PLANTED_NEIGHBOURS = 0.9
 
 
 def model_vectors(spark, storage) -> Vectors:
-    model = read_side(spark, storage, read_latest(storage)["round"], INPUT_SIDE)
+    model = read_side(storage, read_latest(storage)["round"], INPUT_SIDE)
     table = spark.read.parquet(storage.path("vocab")).join(model, "id").orderBy("id").toArrow()
     matrix = np.asarray(table.column("vector").combine_chunks().flatten(), np.float32).reshape(table.num_rows, -1)
     return Vectors(table.column("word").to_pylist(), matrix)
@@ -44,7 +44,7 @@ def model_vectors(spark, storage) -> Vectors:
 def model_matrix(spark, storage) -> np.ndarray:
     """Both sides of the newest round, side by side, in id order."""
     latest = read_latest(storage)["round"]
-    sides = [read_side(spark, storage, latest, side).toArrow().sort_by("id") for side in (INPUT_SIDE, OUTPUT_SIDE)]
+    sides = [read_side(storage, latest, side).toArrow().sort_by("id") for side in (INPUT_SIDE, OUTPUT_SIDE)]
     return np.concatenate([np.asarray(side.column("vector").combine_chunks().flatten()).reshape(side.num_rows, -1)
                            for side in sides], axis=1)
 

@@ -2,14 +2,17 @@
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_config
+from conftest import cut_short, make_config
 
+from sgns_spark.cli import read_roots, user_error_of
 from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
+from sgns_spark.layout import MANIFEST_NAME, MODEL_ROWS_NAME
 from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.storage import Storage
@@ -120,6 +123,30 @@ def test_a_parent_that_is_missing_or_of_another_dim_is_refused_in_one_line(spark
         parent_version(spark, day_one["export"], 16)
     with pytest.raises(UserError, match="train.warm_start_from = .* holds no published version"):
         parent_version(spark, str(tmp_path / "nothing"), DIM)
+
+
+def test_a_damaged_parent_is_named_with_the_setting_to_change(spark, day_one, tmp_path):
+    """A parent version whose files were damaged on disk: the user error that a training job
+    prints as its one line (`sgns_spark.cli.run_job`) names the file and the setting."""
+    damage = "it was changed outside sgns-spark or damaged; point train.warm_start_from elsewhere"
+    parent = tmp_path / "parent"
+    shutil.copytree(day_one["version"], parent)
+    (parent / MANIFEST_NAME).write_text("{")
+    (parent / f".{MANIFEST_NAME}.crc").unlink()
+    with pytest.raises(UserError, match=f"^file:{parent}/{MANIFEST_NAME} cannot be read \\(not JSON: .*{damage}$"):
+        parent_version(spark, str(parent), DIM)
+
+    shutil.copy(f"{day_one['version']}/{MANIFEST_NAME}", parent)
+    cut_short(min((parent / MODEL_ROWS_NAME).glob("part-*.parquet")))
+    config = make_config(*SETTINGS, f"train.warm_start_from={parent}")
+    storage = Storage(spark, str(tmp_path / "root"))
+    run_vocab_stage(spark, config, corpus_input(spark, str(write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2))),
+                    storage)
+    with pytest.raises(Exception) as raised:
+        run_train_stage(spark, config, storage)
+    error = str(user_error_of(raised.value, read_roots(spark, "train", config, storage)))  # as the job maps it
+    assert error.startswith(f"file:{parent}/{MODEL_ROWS_NAME}/part-") and error.endswith(damage), error
+    assert not storage.exists("model")
 
 
 def reference_drift(new_table, parent_table, neighbours=10):

@@ -115,7 +115,7 @@ class Trainer:
     def __init__(self, spark: SparkSession, config: Config, storage: Storage, vocab_report: dict, settings: dict):
         self.spark, self.config, self.storage, self.settings = spark, config, storage, settings
         train = config.train
-        vocab = spark.read.parquet(storage.path(VOCAB_DIRECTORY))
+        vocab = storage.read_parquet(VOCAB_DIRECTORY)
         columns = collect_by_id(vocab, "count", "keep_prob", "noise_weight")
         keep_probability = columns.column("keep_prob").to_numpy()
         noise_weights = columns.column("noise_weight").to_numpy()
@@ -128,7 +128,7 @@ class Trainer:
         self.noise_weights = context.broadcast(noise_weights)
         self.noise_scales = {groups: noise_scales(kept_counts, noise_weights, groups)
                              for groups in {planned.groups for planned in self.schedule}}
-        corpus = spark.read.parquet(storage.path(CORPUS_DIRECTORY))
+        corpus = storage.read_parquet(CORPUS_DIRECTORY)
         self.corpus = corpus.select("sentence_key", "ids", sentence_position(train.seed).alias("position"))
         self.warm_start = None
         if train.warm_start_from:
@@ -209,7 +209,7 @@ class Trainer:
         if done == 0:
             rows = self.first_rows(first.groups)
         else:
-            rows = committed_rows(self.spark, self.storage, done, first.groups, 0)
+            rows = committed_rows(self.storage, done, first.groups, 0)
         statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
         sources = self.job_sources(job)
         kept = [sources]

@@ -72,7 +72,7 @@ def read_latest(storage: Storage) -> dict | None:
     return storage.read_json(MODEL_LATEST) if storage.exists(MODEL_LATEST) else None
 
 
-def read_round(spark: SparkSession, storage: Storage, model_round: int) -> DataFrame:
+def read_round(storage: Storage, model_round: int) -> DataFrame:
     """A committed round's chunks that hold rows, ``side, ids, vectors`` (`ROUND_SCHEMA`). The
     schema is given, so no Spark job runs to infer it."""
     directory = round_directory(model_round)
@@ -80,13 +80,13 @@ def read_round(spark: SparkSession, storage: Storage, model_round: int) -> DataF
         raise UserError(f"model round {model_round} in {storage.root} was written by an earlier sgns-spark (run-root "
                         "format 2, rows per word), which this version does not read; train again from round 0 "
                         "with train.restart=true")
-    return spark.read.schema(spark_schema(ROUND_SCHEMA)).parquet(storage.path(directory)).where(
+    return storage.read_parquet(directory, spark_schema(ROUND_SCHEMA)).where(
         F.length("ids") > 0)
 
 
-def read_side(spark: SparkSession, storage: Storage, model_round: int, side: int) -> DataFrame:
+def read_side(storage: Storage, model_round: int, side: int) -> DataFrame:
     """``id, vector`` (`WORD_SCHEMA`) of one side of a committed round, one row per word."""
-    chunks = read_round(spark, storage, model_round).where(F.col(SIDE_COLUMN) == SIDE_NAMES[side])
+    chunks = read_round(storage, model_round).where(F.col(SIDE_COLUMN) == SIDE_NAMES[side])
     return chunks.mapInArrow(word_batches, spark_schema(WORD_SCHEMA))
 
 
@@ -142,9 +142,9 @@ def initial_block(block: int, vocab_size: int, dim: int, seed: int, groups: int,
     yield from keyed_chunks(ids, OUTPUT_SIDE, np.zeros_like(input_vectors), groups, phase)
 
 
-def committed_rows(spark: SparkSession, storage: Storage, model_round: int, groups: int, phase: int) -> RDD:
+def committed_rows(storage: Storage, model_round: int, groups: int, phase: int) -> RDD:
     """``(task, Rows)`` of a committed round, keyed by their owners in `phase` of a round of `groups`."""
-    chunks = read_round(spark, storage, model_round).rdd
+    chunks = read_round(storage, model_round).rdd
     return shuffle_rows(chunks.flatMap(functools.partial(keyed_round_chunk, groups=groups, phase=phase)), groups)
 
 

@@ -11,7 +11,6 @@ own rate, ``train.warm_start_learning_rate``, and new words from ``train.learnin
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +35,10 @@ class Parent:
     manifest_sha256: str
     vocab_size: int
 
+    def storage(self, spark: SparkSession) -> Storage:
+        """The version's directory, whose damaged files name `SETTING`."""
+        return Storage(spark, self.path, SETTING)
+
     def lineage(self) -> dict:
         """The manifest's ``lineage.parent``."""
         return {"path": self.path, "manifest_sha256": self.manifest_sha256}
@@ -56,7 +59,7 @@ def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
         raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
                         "give a version directory or an export root with _LATEST")
     text = storage.read_text(MANIFEST_NAME)
-    manifest = json.loads(text)
+    manifest = storage.parse_json(MANIFEST_NAME, text)
     if not storage.exists(MODEL_ROWS_NAME):
         raise UserError(f"{SETTING} = {location} was published without its model rows ({MODEL_ROWS_NAME}); "
                         "export it again with this version of sgns-spark")
@@ -77,7 +80,7 @@ class WarmStart:
 
     def __init__(self, spark: SparkSession, parent: Parent, vocab: DataFrame, vocab_size: int):
         self.spark, self.parent, self.vocab_size = spark, parent, vocab_size
-        trained = spark.read.parquet(Storage(spark, parent.path, SETTING).path(MODEL_ROWS_NAME))
+        trained = parent.storage(spark).read_parquet(MODEL_ROWS_NAME)
         self.shared = vocab.join(trained, "word").select("id", "input_vector", "output_vector")
         shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
         carried = np.zeros(vocab_size, dtype=bool)  # (vocab,) the ids whose rows come from the parent
