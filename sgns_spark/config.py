@@ -24,6 +24,10 @@ UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 LOG_LEVELS = ("ERROR", "WARN", "INFO", "DEBUG")
 MEMORY_PATTERN = re.compile(r"^(\d+)([kmgt])$", re.IGNORECASE)
 MEMORY_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}  # MiB per unit letter
+# the master URLs Spark accepts (any other ends its JVM with a trace before a job can say why)
+MASTER_PATTERN = re.compile(r"local(\[([1-9]\d*|\*)(,[1-9]\d*)?\])?|local-cluster\[[1-9]\d*,[1-9]\d*,[1-9]\d*\]"
+                            r"|yarn|(spark|k8s)://\S+")
+MASTER_FORMS = "local[N], local[N,F], local-cluster[N,C,MiB], spark://host:port, yarn, k8s://host:port"
 MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
 AUTOMATIC = 0  # the value of a setting that is derived from others at load
 STAGES_PER_SHARD, SPARE_STAGES = 2, 10  # the stage budget per epoch: 2 x num_shards + 10
@@ -336,6 +340,9 @@ def validate(config: Config) -> None:
             raise UserError(f"{name} = {value} is out of range; allowed {declaration.allowed()}")
     if not config.spark.app_name:
         raise UserError("spark.app_name must not be empty")
+    if config.spark.master and not MASTER_PATTERN.fullmatch(config.spark.master):
+        raise UserError(f"spark.master = {config.spark.master!r} is not a Spark master URL; use one of "
+                        f"{MASTER_FORMS}, or \"\" for spark-submit's (else local[*])")
     train = config.train
     if train.batch_pairs > MAX_PAIRS_PER_NOISE_WORD * train.noise_pool:
         raise UserError(

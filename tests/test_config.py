@@ -124,6 +124,18 @@ def test_pattern_and_name_are_checked():
         load_config(None, ["spark.app_name=''"])
 
 
+@pytest.mark.parametrize("master", ["nonsense", "local[0]", "local[x]", "local-cluster[2,1]", "spark://", "mesos://m:5050"])
+def test_a_master_that_spark_would_not_parse_is_rejected(master):
+    with pytest.raises(UserError, match=f"^spark.master = '{re.escape(master)}' is not a Spark master URL; use "):
+        load_config(None, [f"spark.master='{master}'"])
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[2,4]", "local-cluster[2,1,1024]",
+                                    "spark://host:7077", "spark://a:7077,b:7077", "yarn", "k8s://https://h:443"])
+def test_every_master_form_spark_takes_is_accepted(master):
+    assert load_config(None, [f"spark.master='{master}'"]).spark.master == master
+
+
 def test_malformed_override_and_missing_or_broken_file(tmp_path):
     with pytest.raises(UserError, match="must look like section.key=value"):
         load_config(None, ["epochs=5"])
