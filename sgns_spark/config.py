@@ -25,8 +25,8 @@ LOG_LEVELS = ("ERROR", "WARN", "INFO", "DEBUG")
 MEMORY_PATTERN = re.compile(r"^(\d+)([kmgt])$", re.IGNORECASE)
 MEMORY_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}  # MiB per unit letter
 # the master URLs Spark accepts (any other ends its JVM with a trace before a job can say why)
-MASTER_PATTERN = re.compile(r"local(\[([1-9]\d*|\*)(,[1-9]\d*)?\])?|local-cluster\[[1-9]\d*,[1-9]\d*,[1-9]\d*\]"
-                            r"|yarn|(spark|k8s)://\S+")
+MASTER_PATTERN = re.compile(r"local(\[([1-9]\d*|\*)(\s*,\s*[1-9]\d*)?\])?"
+                            r"|local-cluster\[\s*[1-9]\d*\s*,\s*[1-9]\d*\s*,\s*[1-9]\d*\s*\]|yarn|(spark|k8s)://\S+")
 MASTER_FORMS = "local[N], local[N,F], local-cluster[N,C,MiB], spark://host:port, yarn, k8s://host:port"
 MAX_PAIRS_PER_NOISE_WORD = 12  # batch_pairs / noise_pool above this wrecked quality (measured at 24)
 AUTOMATIC = 0  # the value of a setting that is derived from others at load

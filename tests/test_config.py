@@ -131,6 +131,7 @@ def test_a_master_that_spark_would_not_parse_is_rejected(master):
 
 
 @pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[2,4]", "local-cluster[2,1,1024]",
+                                    "local-cluster[2, 1, 1024]",
                                     "spark://host:7077", "spark://a:7077,b:7077", "yarn", "k8s://https://h:443"])
 def test_every_master_form_spark_takes_is_accepted(master):
     assert load_config(None, [f"spark.master='{master}'"]).spark.master == master
