@@ -119,8 +119,8 @@ class Storage:
 
     def relative_path(self, uri: str) -> str | None:
         """`uri`'s path below the root, or None for a file elsewhere (any spelling of a file URI)."""
-        prefix = f"{file_key(self.root)}/"
-        return file_key(uri).removeprefix(prefix) if file_key(uri).startswith(prefix) else None
+        prefix, key = f"{file_key(self.root)}/", file_key(uri)
+        return key.removeprefix(prefix) if key.startswith(prefix) else None
 
     def damaged(self, relative: str, reason: str) -> UserError:
         """The error for file `relative` below the root, which cannot be read or parsed."""
