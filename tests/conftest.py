@@ -53,6 +53,12 @@ def job_environment() -> dict[str, str]:
     return {**os.environ, "SPARK_SUBMIT_OPTS": options}
 
 
+def assert_names_damage(message: str, root: Path, damaged: str, reason: str, remedy: str) -> None:
+    """A damaged file's user error: the file below `root`, the start of its `reason`, and `remedy`."""
+    assert message.startswith(f"file:{root}/{damaged}") and f" cannot be read ({reason}" in message, message
+    assert message.endswith(f"): it was changed outside sgns-spark or damaged; {remedy}"), message
+
+
 def cut_short(path: Path) -> None:
     """Keep a file's first 300 bytes, and drop its checksum file so that Hadoop reads it unchecked."""
     path.write_bytes(path.read_bytes()[:300])

@@ -17,6 +17,7 @@ from conftest import (
     PLANTED_ARGUMENTS,
     PLANTED_SETTINGS,
     TRACE,
+    assert_names_damage,
     assert_one_line_ending,
     cut_short,
     job_environment,
@@ -183,11 +184,6 @@ def copied_run_root(planted_run, directory: Path) -> Path:
     shutil.rmtree(root / "export", ignore_errors=True)
     (root / "reports" / "export.json").unlink(missing_ok=True)
     return root
-
-
-def assert_names_damage(message: str, root: Path, damaged: str, reason: str, remedy: str) -> None:
-    assert message.startswith(f"file:{root}/{damaged}") and f" cannot be read ({reason}" in message, message
-    assert message.endswith(f"changed outside sgns-spark or damaged; {remedy}"), message
 
 
 @pytest.mark.parametrize("stage,damage,damaged,reason,remedy", [

@@ -80,8 +80,7 @@ def read_round(storage: Storage, model_round: int) -> DataFrame:
         raise UserError(f"model round {model_round} in {storage.root} was written by an earlier sgns-spark (run-root "
                         "format 2, rows per word), which this version does not read; train again from round 0 "
                         "with train.restart=true")
-    return storage.read_parquet(directory, spark_schema(ROUND_SCHEMA)).where(
-        F.length("ids") > 0)
+    return storage.read_parquet(directory, spark_schema(ROUND_SCHEMA)).where(F.length("ids") > 0)
 
 
 def read_side(storage: Storage, model_round: int, side: int) -> DataFrame:
