@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config, load_config
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.lock import RunLock
-from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, unreadable_file
+from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, damaged_file, unreadable_file
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
@@ -150,13 +150,12 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
     of the first of `roots` it lies below (the run root, a warm start's parent), else an input file."""
     if isinstance(error, UserError):
         return error
+    damage = damaged_file(error, roots)
+    if damage is not None:
+        return damage
     unreadable = unreadable_file(error)
     if unreadable is not None:
         path, reason = unreadable
-        for root in roots:
-            relative = root.relative_path(path)
-            if relative is not None:
-                return root.damaged(relative, reason)
         return UserError(f"input file {path} cannot be read ({reason}); fix or remove it, "
                          "or set corpus.skip_corrupt_files=true to skip such files")
     causes = java_causes(error)

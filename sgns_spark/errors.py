@@ -7,6 +7,24 @@ class UserError(Exception):
     """A problem with the input or the settings, reported as one line and exit code 2."""
 
 
+class DamagedFileError(UserError):
+    """A file sgns-spark wrote (or a published version it reads) that cannot be read or parsed.
+
+    Parameters
+    ----------
+    path : str
+        The file's URI.
+    reason : str
+        Why it cannot be read.
+    remedy : str
+        What the user can do about it.
+    """
+
+    def __init__(self, path: str, reason: str, remedy: str):
+        super().__init__(f"{path} cannot be read ({reason}): it was changed outside sgns-spark or damaged; {remedy}")
+        self.path, self.reason = path, reason
+
+
 def java_causes(error: BaseException) -> list[tuple[str, str]]:
     """``(class name, message)`` of a Py4J error's Java exception and each of its causes, outermost
     first; empty for an error that did not come from the JVM."""

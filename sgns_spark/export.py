@@ -48,6 +48,7 @@ from sgns_spark.layout import (
     version_directory,
 )
 from sgns_spark.lineage import lineage_record
+from sgns_spark.preflight import damaged_file
 from sgns_spark.scoring import evaluation_vectors, score
 from sgns_spark.stages import StageReport, previous_report
 from sgns_spark.storage import Storage
@@ -152,12 +153,23 @@ def run_export_stage(spark: SparkSession, config: Config, storage: Storage) -> d
 
 
 def parent_drift(spark: SparkSession, vectors: DataFrame, train_report: dict, dim: int) -> dict | None:
-    """`sgns_spark.drift.drift_report` against the published vectors of a warm start's parent, else None."""
+    """`sgns_spark.drift.drift_report` against the published vectors of a warm start's parent, else None.
+
+    The model is trained by now, and the parent is only compared with: a parent deleted (by a
+    retention job) or damaged since training gives ``{"unavailable": <why>}`` (a warning in the
+    summary, `sgns_spark.summary.print_export_summary`), and the version is still published.
+    """
     warm_start = train_report["counts"].get("warm_start")
     if warm_start is None:
         return None
-    parent = Storage(spark, warm_start["parent"]["path"], WARM_START_SETTING).read_parquet(PARQUET_NAME)
-    return drift_report(spark, vectors, parent, dim)
+    parent = Storage(spark, warm_start["parent"]["path"], WARM_START_SETTING)
+    try:
+        return drift_report(spark, vectors, parent.read_parquet(PARQUET_NAME), dim)
+    except Exception as error:  # noqa: BLE001 - anything but a damaged parent file is raised again
+        damage = damaged_file(error, [parent])
+        if damage is None:
+            raise
+    return {"unavailable": f"the parent version's {damage.path} cannot be read ({damage.reason})"}
 
 
 def refuse_whitespace_words(vectors: DataFrame) -> None:

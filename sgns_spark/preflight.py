@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
-from sgns_spark.errors import UserError, java_causes
+from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
-from sgns_spark.storage import FileEntry, list_files
+from sgns_spark.storage import FileEntry, Storage, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
@@ -72,6 +73,23 @@ def unreadable_file(error: BaseException) -> tuple[str, str] | None:
         match = UNREADABLE_FILE.search(message)
         if match:
             return listed_spelling(match.group(1)), causes[-1][1] or causes[-1][0]
+    return None
+
+
+def damaged_file(error: BaseException, roots: Sequence[Storage]) -> DamagedFileError | None:
+    """The damaged file `error` stands for, when it failed on a file below one of `roots`: a file
+    a root's reader refused (`Storage.damaged`), or one a Spark job could not read, of the first
+    root it lies below (`unreadable_file`). None for any other error."""
+    if isinstance(error, DamagedFileError):
+        return error
+    unreadable = unreadable_file(error)
+    if unreadable is None:
+        return None
+    path, reason = unreadable
+    for root in roots:
+        relative = root.relative_path(path)
+        if relative is not None:
+            return root.damaged(relative, reason)
     return None
 
 

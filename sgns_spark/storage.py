@@ -18,7 +18,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from sgns_spark.errors import UserError, java_causes
+from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy
 
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
@@ -122,13 +122,12 @@ class Storage:
         prefix, key = f"{file_key(self.root)}/", file_key(uri)
         return key.removeprefix(prefix) if key.startswith(prefix) else None
 
-    def damaged(self, relative: str, reason: str) -> UserError:
+    def damaged(self, relative: str, reason: str) -> DamagedFileError:
         """The error for file `relative` below the root, which cannot be read or parsed."""
         if reason.startswith(CHECKSUM_ERROR):  # Hadoop's message names the file and two numbers
             reason = "its bytes do not match its checksum file"
         remedy = damage_remedy(relative) if self.setting == RUN_ROOT_SETTING else f"point {self.setting} elsewhere"
-        return UserError(f"{self.path(relative)} cannot be read ({reason}): it was changed outside sgns-spark or "
-                         f"damaged; {remedy}")
+        return DamagedFileError(self.path(relative), reason, remedy)
 
     def check_writable(self) -> None:
         """Create the root if needed and write and delete a small probe file in it.

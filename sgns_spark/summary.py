@@ -50,7 +50,9 @@ def print_export_summary(report: dict) -> None:
     counts = report["counts"]
     print_scores(counts.get("evaluation", {}))  # export reports of earlier versions hold no scores
     drift = counts.get("drift")
-    if drift:
+    if drift and "unavailable" in drift:
+        print(f"[export] warning: no drift report: {drift['unavailable']}; the version is published without it")
+    elif drift:
         print(f"[export] drift from the parent over {drift['shared_words']:,} shared words: mean cosine "
               f"{drift['mean_cosine']:.3f} as published, {drift['mean_cosine_aligned']:.3f} aligned; top-"
               f"{drift['neighbours']} neighbour overlap {drift['neighbour_overlap']:.3f}")

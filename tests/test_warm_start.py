@@ -11,11 +11,12 @@ from conftest import assert_names_damage, cut_short, make_config
 
 from sgns_spark.cli import read_roots, user_error_of
 from sgns_spark.errors import UserError
-from sgns_spark.export import run_export_stage
-from sgns_spark.layout import MANIFEST_NAME, MODEL_ROWS_NAME
+from sgns_spark.export import parent_drift, run_export_stage
+from sgns_spark.layout import MANIFEST_NAME, MODEL_ROWS_NAME, PARQUET_NAME
 from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.storage import Storage
+from sgns_spark.summary import print_export_summary
 from sgns_spark.train.driver import run_train_stage
 from sgns_spark.train.model_store import initial_rows
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
@@ -221,3 +222,34 @@ def test_a_rerun_of_a_finished_day_is_a_no_op_and_a_failed_day_leaves_the_last_v
                 f"train.warm_start_from={day_one['export']}")
     assert not Storage(spark, str(tmp_path / "root")).exists("export/_LATEST")
     assert {name: storage.read_text(name) for name in names} == before
+
+
+def test_a_parent_damaged_or_deleted_after_training_leaves_the_export_published_without_drift(
+        spark, day_one, tmp_path, capsys):
+    """Training read the parent; by export time a retention job may have deleted it, or its files
+    may be damaged. The drift is a comparison only: the version is published, and its manifest
+    and the summary say why it has no drift report."""
+    parent = tmp_path / "parent"
+    shutil.copytree(day_one["version"], parent)
+    config = make_config(*SETTINGS, f"train.warm_start_from={parent}")
+    storage = Storage(spark, str(tmp_path / "root"))
+    run_vocab_stage(spark, config, corpus_input(spark, str(write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2))),
+                    storage)
+    train_report = run_train_stage(spark, config, storage)
+    damaged = min((parent / PARQUET_NAME).glob("part-*.parquet"))
+    cut_short(damaged)
+    print_export_summary(run_export_stage(spark, config, storage))
+    version = storage.read_json("export/_LATEST")["path"].removeprefix("file:")
+    manifest = json.loads(open(f"{version}/{MANIFEST_NAME}").read())
+    expected = f"the parent version's file:{damaged} cannot be read ("
+    assert manifest["drift"]["unavailable"].startswith(expected), manifest["drift"]
+    assert manifest["lineage"]["parent"]["path"] == f"file:{parent}"
+    assert pq.read_table(f"{version}/{PARQUET_NAME}").num_rows == 70  # published whole
+    summary = capsys.readouterr().out
+    assert f"[export] warning: no drift report: {expected}" in summary, summary
+    assert summary.rstrip().splitlines()[-1].startswith("[export] published version 1 ")
+
+    shutil.rmtree(parent)
+    vectors = spark.read.parquet(f"{version}/{PARQUET_NAME}")
+    assert parent_drift(spark, vectors, train_report, DIM) == {
+        "unavailable": f"the parent version's file:{parent}/{PARQUET_NAME} cannot be read (it is missing)"}
