@@ -12,16 +12,9 @@ DEMO_TOKENS ?= 2000000
 DEMO_WORDS ?= paris,king,walked,three,queen
 DEMO := $(OUT)/demo-corpus
 
-EPOCHS ?= 1
-SHARDS ?= 2
-SYSTEMS ?= ours,gensim,mllib
-MODE ?= default
-QUICK ?=
-SET ?=
-LINES ?= 1000
-GENSIM_SEEDS ?= 1
-OURS_SEEDS ?=
-BENCH_CORPUS ?= ../shared/data/enwiki_text8style_1e8.gz
+# The benchmark's options (BENCH_CORPUS, EPOCHS, SHARDS, SYSTEMS, MODE, LINES, GENSIM_SEEDS,
+# OURS_SEEDS, QUICK, SET) are empty unless given: bench/run.py declares their defaults, once.
+option = $(if $(2),--$(1) $(2))
 BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: setup run test lint bench bench-report package clean
@@ -60,9 +53,10 @@ $(BENCH_STAMP): $(STAMP)
 # Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim]
 # [MODE=scaling|size|memory|retrain|profile] [LINES=12] [GENSIM_SEEDS=1,2,3] [OURS_SEEDS=1,2,3] [SET="train.key=value ..."]
 bench: $(BENCH_STAMP)
-	$(PY) bench/run.py --corpus $(BENCH_CORPUS) --epochs $(EPOCHS) --shards $(SHARDS) \
-		--systems $(SYSTEMS) --mode $(MODE) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment)) \
-		--lines $(LINES) --gensim-seeds $(GENSIM_SEEDS) $(if $(OURS_SEEDS),--ours-seeds $(OURS_SEEDS))
+	$(PY) bench/run.py $(call option,corpus,$(BENCH_CORPUS)) $(call option,epochs,$(EPOCHS)) \
+		$(call option,shards,$(SHARDS)) $(call option,systems,$(SYSTEMS)) $(call option,mode,$(MODE)) \
+		$(call option,lines,$(LINES)) $(call option,gensim-seeds,$(GENSIM_SEEDS)) \
+		$(call option,ours-seeds,$(OURS_SEEDS)) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment))
 
 bench-report: $(BENCH_STAMP)
 	$(PY) bench/report.py
