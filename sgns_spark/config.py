@@ -98,8 +98,8 @@ class CorpusSettings:
     split_pattern: str = setting(r"[^\p{L}\p{N}_]+", "RE2 regex matching the text *between* tokens")
     max_sentence_length: int = setting(1000, "longer lines are cut into sentences of at most this many",
                                        unit="tokens", low=10, high=100_000)
-    max_invalid_utf8_fraction: float = setting(0.01, "share of undecodable bytes tolerated (replaced)",
-                                               low=0.0, high=1.0)
+    max_invalid_utf8_fraction: float = setting(
+        0.01, "share of bytes tolerated that are not UTF-8 text: undecodable (replaced) or NUL", low=0.0, high=1.0)
     skip_corrupt_files: bool = setting(False, "skip unreadable input files (counted and listed in the vocab "
                                               "report) instead of stopping")
 

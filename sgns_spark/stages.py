@@ -252,8 +252,9 @@ def check_corpus_text(input_path: str, totals, config: Config) -> None:
     invalid_fraction = (totals["invalid_bytes"] or 0) / input_bytes
     if invalid_fraction > config.corpus.max_invalid_utf8_fraction:
         raise UserError(
-            f"input corpus {input_path} is not UTF-8 text: {invalid_fraction:.1%} of its bytes "
-            f"are invalid; convert it, or raise corpus.max_invalid_utf8_fraction"
+            f"input corpus {input_path} is not UTF-8 text: {invalid_fraction:.1%} of its bytes are undecodable "
+            "or NUL (UTF-16 text is about half NUL bytes); convert it to UTF-8, or raise "
+            "corpus.max_invalid_utf8_fraction"
         )
     if not totals["tokens"]:
         raise UserError(

@@ -8,7 +8,7 @@ def print_vocab_summary(report: dict) -> None:
     counts, seconds = report["counts"], report["seconds"]
     print(
         f"[vocab] corpus: {counts['corpus_tokens']:,} tokens, {counts['input_bytes']:,} bytes "
-        f"({counts['invalid_utf8_bytes']:,} invalid UTF-8 bytes replaced)\n"
+        f"({counts['invalid_utf8_bytes']:,} bytes not UTF-8 text)\n"
         f"[vocab] vocabulary: {counts['vocab_size']:,} words covering "
         f"{counts['retained_tokens']:,} tokens\n"
         f"[vocab] seconds: " + ", ".join(f"{step} {value:.1f}" for step, value in seconds.items()),

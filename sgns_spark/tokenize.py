@@ -31,6 +31,7 @@ from sgns_spark.config import CorpusSettings
 SPACE_SEPARATOR, LINE_SEPARATOR = " ", "\n"  # the two record separators (`read_records`)
 REPLACEMENT_CHARACTER = "\ufffd"
 REPLACEMENT_CHARACTER_UTF8 = REPLACEMENT_CHARACTER.encode("utf-8")
+NUL_BYTE = b"\0"  # valid UTF-8, but never in text: UTF-16 and UTF-32 text and binary files are full of them
 MAX_RECORD_BYTES = 64 << 20  # a run this long without a space is not text; Spark holds records in one array
 # a file is read a line per record only if no line is longer (an Arrow batch holds whole records)
 MAX_LINE_BYTES = 1 << 20
@@ -106,8 +107,10 @@ def tokenize_partition(
     for batch in batches:
         pieces = batch.column(0)
         raw = join_pieces(pieces, separator)  # (bytes,) uint8
-        text = raw.tobytes().decode("utf-8", errors="replace")
-        invalid = text.count(REPLACEMENT_CHARACTER) - raw.tobytes().count(REPLACEMENT_CHARACTER_UTF8)
+        data = raw.tobytes()
+        text = data.decode("utf-8", errors="replace")
+        # not text: what does not decode (each replaced by U+FFFD), and NUL bytes
+        invalid = text.count(REPLACEMENT_CHARACTER) - data.count(REPLACEMENT_CHARACTER_UTF8) + data.count(NUL_BYTE)
         tokens, line_lengths = split_text(text, settings)
         yield builder.add(tokens, line_lengths, invalid_bytes=invalid, input_bytes=raw.size)
     yield builder.finish()

@@ -65,8 +65,10 @@ def gzip_bytes(text: str) -> bytes:
     (np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes(), "input corpus {path} is not UTF-8"),
     ("caf\xe9 na\xefve \xe9l\xe8ve r\xe9sum\xe9 \xe0 la fa\xe7on ".encode("latin-1") * 200,
      "input corpus {path} is not UTF-8 text"),
+    (("the cat sat on the mat\n" * 200).encode("utf-16"),  # its byte-order mark alone is undecodable
+     "input corpus {path} is not UTF-8 text: 50.0% of its bytes are undecodable or NUL (UTF-16 text"),
     (b"rare words appear once each here\n", "every word of {path} occurs fewer than vocab.min_count = 5"),
-], ids=["empty", "random-bytes", "latin-1", "below-min-count"])
+], ids=["empty", "random-bytes", "latin-1", "utf-16", "below-min-count"])
 def test_bad_corpus_ends_the_job_with_one_line(tmp_path, content, first_words):
     path = tmp_path / "corpus.txt"
     path.write_bytes(content)

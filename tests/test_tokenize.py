@@ -81,12 +81,12 @@ def test_word_counts_match_python_reference(spark, tmp_path):
     assert counts == expected
 
 
-def test_invalid_utf8_is_replaced_and_counted(spark, tmp_path):
+def test_invalid_utf8_is_replaced_and_counted_with_nul_bytes(spark, tmp_path):
     path = tmp_path / "mixed.txt"
-    path.write_bytes(b"good words here \xff\xfe more good \xc3 words\n")
+    path.write_bytes(b"good words here \xff\xfe more good \xc3 words\0\n")
     sentences = read_sentences(spark, str(path), make_config().corpus)
     totals = sentences.agg(F.sum("invalid_bytes"), F.sum("input_bytes")).first()
-    assert totals[0] == 3
+    assert totals[0] == 4  # three undecodable bytes and a NUL
     assert totals[1] == len(path.read_bytes()) + 1  # each record regains its separator
     assert collected(sentences) == [["good", "words", "here", "more", "good", "words"]]
 
