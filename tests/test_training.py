@@ -353,3 +353,13 @@ def test_phase_learning_rate_decays_linearly_over_the_schedule_to_its_end_ratio(
     assert PhasePlan(plan, 0, 2, 1).decay(0.0) == pytest.approx(1 - 0.8 * 0.5)
     assert PhasePlan(plan, 1, 2, 0).decay(0.5) == pytest.approx(1 - 0.8 * (0.5 + 0.5 * 0.75))
     assert PhasePlan(plan, 1, 2, 0).decay(1.0) == pytest.approx(0.2)
+
+
+def test_a_source_whose_sentences_keep_at_most_one_word_has_no_pairs():
+    """One-word lines (a word list, titles), or sentences subsampling left one word of: no pair, no part."""
+    _, _, _, _, plan = small_round(np.random.default_rng(5))
+    one_word = pa.table({"sentence_key": pa.array(np.arange(40, dtype=np.int64)),
+                         "ids": pa.array([[word % 60] for word in range(40)], pa.list_(pa.int32()))})
+    assert list(source_pairs(one_word, 0, plan, np.full(60, 0.9))) == []
+    two_words = pa.table({"sentence_key": pa.array([0], pa.int64()), "ids": pa.array([[3, 4]], pa.list_(pa.int32()))})
+    assert list(source_pairs(two_words, 0, plan, np.zeros(60))) == []  # both subsampled away

@@ -163,6 +163,8 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
     pairs = skipgram_pairs(word_ids, sentence_index, keep_probability, settings.window,
                            seeded_generator(*key, SUBSAMPLE_STREAM, source),
                            seeded_generator(*key, WINDOW_STREAM, source))
+    if not pairs.center_ids.size:  # every sentence kept at most one word
+        return
     group_of_word, row_of_word = word_lookups(keep_probability.size, groups)
     pair_count_type = np.min_scalar_type(2 * settings.window)  # a context position's pairs at most
     context_group = group_of_word[pairs.context_ids]  # (pairs,)
