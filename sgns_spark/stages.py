@@ -131,6 +131,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
         words = collect_by_id(vocab, "word").column("word").to_pylist()
         encoded = encode_corpus(sentences, words, config.spark.shuffle_partitions)
         encoded.write.parquet(storage.path(staged_corpus))
+        check_pairs(storage, staged_corpus, corpus.path, config)
         report.step("encode")
         publish(storage, staged_vocab, VOCAB_DIRECTORY)
         publish(storage, staged_corpus, CORPUS_DIRECTORY)
@@ -242,6 +243,20 @@ def bytes_per_file(spark: SparkSession, files: list[FileEntry], separator: str) 
     listed paths (`listed_spelling`; a file without records is missing)."""
     found = record_bytes_per_file(read_records(spark, [entry.path for entry in files], separator))
     return {file_key(listed_spelling(path)): size for path, size in found.items()}
+
+
+def check_pairs(storage: Storage, encoded: str, input_path: str, config: Config) -> None:
+    """Refuse a corpus none of whose sentences holds two words of the vocabulary: it has no (center,
+    context) pair, and training would publish its random initial rows. The scan of the staged
+    `encoded` corpus stops at the first sentence with two; a refusal clears the staging first."""
+    if storage.read_parquet(encoded).where(F.size("ids") >= 2).limit(1).count():
+        return
+    storage.clear_staging()
+    raise UserError(
+        f"no sentence of input corpus {input_path} holds two words of the vocabulary, so there is no (center, "
+        "context) pair to train on (one word per line?); put a sentence's words on one line, or lower "
+        f"vocab.min_count (now {config.vocab.min_count})"
+    )
 
 
 def check_corpus_text(input_path: str, totals, config: Config) -> None:

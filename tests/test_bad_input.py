@@ -68,7 +68,9 @@ def gzip_bytes(text: str) -> bytes:
     (("the cat sat on the mat\n" * 200).encode("utf-16"),  # its byte-order mark alone is undecodable
      "input corpus {path} is not UTF-8 text: 50.0% of its bytes are undecodable or NUL (UTF-16 text"),
     (b"rare words appear once each here\n", "every word of {path} occurs fewer than vocab.min_count = 5"),
-], ids=["empty", "random-bytes", "latin-1", "utf-16", "below-min-count"])
+    (b"alpha\nbeta\ngamma\n" * 20 + b"two rare words\n",  # its only sentence of two words has no word of the vocabulary
+     "no sentence of input corpus {path} holds two words of the vocabulary, so there is no (center, context) pair"),
+], ids=["empty", "random-bytes", "latin-1", "utf-16", "below-min-count", "one-word-lines"])
 def test_bad_corpus_ends_the_job_with_one_line(tmp_path, content, first_words):
     path = tmp_path / "corpus.txt"
     path.write_bytes(content)
