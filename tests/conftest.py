@@ -18,6 +18,7 @@ from sgns_spark.session import build_session
 from sgns_spark.storage import Storage
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+JOBS = Path(__file__).resolve().parents[1] / "jobs"  # the entry points, which some tests run as subprocesses
 TEST_MASTER = "local[2]"
 TRACE = re.compile(r"^\s+at |Traceback|^Caused by|\.(java|scala):\d+\)|^\s+File \"", re.MULTILINE)
 # A job run as a subprocess starts a JVM of its own and mostly ends before the JIT's second tier

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
+    JOBS,
     PLANTED_ARGUMENTS,
     PLANTED_SETTINGS,
     TRACE,
@@ -35,7 +36,6 @@ from sgns_spark.tokenize import MAX_RECORD_BYTES
 from sgns_spark.train.driver import run_train_stage
 from sgns_spark.vectors import Vectors
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 
 

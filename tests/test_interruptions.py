@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_ARGUMENTS, assert_one_line_ending, job_environment, read_round_files
+from conftest import JOBS, PLANTED_ARGUMENTS, assert_one_line_ending, job_environment, read_round_files
 
 from sgns_spark.cli import SIGNAL_EXIT_BASE, WORKER_CRASH
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
 RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run

@@ -1,16 +1,30 @@
 """Training end to end on the planted corpus, and the properties the schedule and driver promise."""
 
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import make_config, read_round_files, train_planted, write_planted_corpus, write_round_file
+from conftest import (
+    JOBS,
+    job_environment,
+    make_config,
+    read_round_files,
+    train_planted,
+    write_planted_corpus,
+    write_round_file,
+)
 
 from sgns_spark.errors import UserError
 from sgns_spark.evaluate import analogy_accuracy
-from sgns_spark.layout import MODEL_LATEST, round_directory
+from sgns_spark.layout import MODEL_LATEST, report_path, round_directory
+from sgns_spark.preflight import corpus_input
+from sgns_spark.stages import run_vocab_stage
+from sgns_spark.storage import Storage
 from sgns_spark.synthetic import FAMILIES
 from sgns_spark.train import driver as driver_module
 from sgns_spark.train import task as task_module
@@ -363,3 +377,21 @@ def test_a_source_whose_sentences_keep_at_most_one_word_has_no_pairs():
     assert list(source_pairs(one_word, 0, plan, np.full(60, 0.9))) == []
     two_words = pa.table({"sentence_key": pa.array([0], pa.int64()), "ids": pa.array([[3, 4]], pa.list_(pa.int32()))})
     assert list(source_pairs(two_words, 0, plan, np.zeros(60))) == []  # both subsampled away
+
+
+def test_a_job_of_many_phases_ends_without_overflowing_the_drivers_stack(spark, tmp_path):
+    """After a job Spark walks its lineage by recursion; 20 rounds of 2 shards in one job (41
+    phases) overflowed a driver whose threads have 200 KiB of stack (1 MiB, the default,
+    overflowed at 300 phases). The trainer walks it every few phases (`driver.walk_lineage`)."""
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(["alpha", "beta", "gamma"], 8)) for _ in range(300)) + "\n")
+    storage = Storage(spark, str(tmp_path / "root"))
+    run_vocab_stage(spark, make_config(), corpus_input(spark, str(corpus)), storage)
+    environment = job_environment()
+    environment["SPARK_SUBMIT_OPTS"] += " -Xss200k"  # the default stack of every JVM thread, Spark's included
+    result = subprocess.run([sys.executable, str(JOBS / "train.py"), "--root", str(tmp_path / "root"),
+                             "--set", "spark.master=local[2]", "--set", "train.rounds_per_epoch=20"],
+                            capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "root" / report_path("train")).read_text())["counts"]["rounds"] == 21

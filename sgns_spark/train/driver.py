@@ -63,6 +63,9 @@ POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a do
 JOB_GROUP_PREFIX = "sgns-spark-train-"
 JOB_GROUP_PROPERTY = "spark.jobGroup.id"
 SHUFFLE_KINDS = {"rows": "model_store.py", "pairs": "driver.py"}  # the module whose call names a stage
+# phases between two walks of a job's lineage (`walk_lineage`): a walk of 300 phases overflowed a
+# driver thread's default stack of 1 MiB and one of 128 did not; one of 41 overflowed 200 KiB (the test's)
+LINEAGE_WALK_PHASES = 8
 SOURCES_SCHEMA = pa.schema([("round_number", pa.int32()), ("source", pa.int64()),
                             ("sentences", pa.binary())])  # an Arrow IPC stream of sentence_key, ids each
 
@@ -213,6 +216,7 @@ class Trainer:
         statistics = self.spark.sparkContext.accumulator(PhaseStatistics(), StatisticsParam())
         sources = self.job_sources(job)
         kept = [sources]
+        phases = 0
         for planned in job:
             plan = self.round_plan(planned)
             pairs = persisted(self.round_pairs(sources, plan, statistics))
@@ -226,6 +230,9 @@ class Trainer:
                     train_partition, plan=phase_plan, noise_weights=self.noise_weights,
                     noise_scale=self.noise_scales[planned.groups], carried=self.carried, statistics=statistics))
                 rows = trained if ends_job else shuffle_rows(trained, successor[0])
+                phases += 1
+                if phases % LINEAGE_WALK_PHASES == 0:
+                    walk_lineage(rows)
         staged = self.storage.staging_path(f"round-{job[-1].number:06d}")
         write_rows(self.spark, rows, self.storage.path(staged))
         for records in kept:
@@ -285,6 +292,18 @@ class Trainer:
         records = sources.flatMap(functools.partial(
             source_records, plan=plan, keep_probability=self.keep_probability, statistics=statistics))
         return records.partitionBy(plan.groups, task_partition)
+
+
+def walk_lineage(records: RDD) -> None:
+    """Run a Spark job of no tasks on `records`: Spark walks their lineage now, not all at once later.
+
+    After every job Spark walks the lineage of the job's RDD by recursion (``RDD.doCheckpoint``),
+    visiting each RDD once in the application. A training job of a few hundred phases is
+    thousands of RDDs deep, and that walk overflowed the driver's stack once the job's work was
+    done (``java.lang.StackOverflowError``; 2 shards x 150 rounds, or 64 shards x 2 epochs, in one
+    job). Walked every `LINEAGE_WALK_PHASES` phases, each walk stops where the one before ended.
+    """
+    records.context.runJob(records, lambda partition: [], partitions=[])
 
 
 def sentence_sources(batches: Iterator[pa.RecordBatch], spans: tuple[tuple[int, float, float], ...],
