@@ -18,9 +18,14 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
+from sgns_spark.layout import MANIFEST_NAME, VERSION_PREFIX, report_path
 from sgns_spark.storage import FileEntry, Storage, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
+# a file every run root holds once its vocab stage has run, and one every published version holds:
+# an input that lists either would read sgns-spark's own output (Parquet, vectors) as text
+OUTPUT_MARKER = re.compile(rf"/({re.escape(report_path('vocab'))}|{re.escape(VERSION_PREFIX)}\d+/"
+                           rf"{re.escape(MANIFEST_NAME)})$")
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
@@ -40,11 +45,17 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
     Raises
     ------
     UserError
-        When the path does not exist, matches nothing, or names only empty directories.
+        When the path does not exist, matches nothing, names only empty directories, or holds
+        sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it).
     """
     files = list_files(spark, path, INPUT_SETTING)
     if not files:
         raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
+    for entry in files:
+        if OUTPUT_MARKER.search(entry.path):
+            raise UserError(f"input corpus {path} holds sgns-spark output ({entry.path}), whose files would be read "
+                            "as text; point --input (CORPUS= for make run) at the text alone, and keep run roots "
+                            "outside it")
     return CorpusInput(path, tuple(files))
 
 
@@ -81,7 +92,7 @@ def damaged_file(error: BaseException, roots: Sequence[Storage]) -> DamagedFileE
     a root's reader refused (`Storage.damaged`), or one a Spark job could not read, of the first
     root it lies below (`unreadable_file`). None for any other error."""
     if isinstance(error, DamagedFileError):
-        return error
+        return error if any(root.relative_path(error.path) is not None for root in roots) else None
     unreadable = unreadable_file(error)
     if unreadable is None:
         return None

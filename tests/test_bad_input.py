@@ -97,6 +97,23 @@ def test_unusable_input_path_is_refused_before_any_work(tmp_path, given, first_w
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.parametrize("output", ["day-1/reports/vocab.json", "published/version=000003/manifest.json"],
+                         ids=["run-root", "published-version"])
+def test_an_input_holding_sgns_spark_output_is_refused_before_any_work(spark, tmp_path, output):
+    """A nightly job whose --input directory also holds an earlier day's run root (or a copied
+    version) would read its Parquet and vectors as text."""
+    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "corpus.txt").write_text(WORDS)
+    assert len(corpus_input(spark, str(tmp_path / "lake")).files) == 1
+    (tmp_path / "lake" / output).parent.mkdir(parents=True)
+    (tmp_path / "lake" / output).write_text("{}")
+    with pytest.raises(UserError) as raised:
+        corpus_input(spark, str(tmp_path / "lake"))
+    assert str(raised.value) == (
+        f"input corpus {tmp_path}/lake holds sgns-spark output (file:{tmp_path}/lake/{output}), whose files would "
+        "be read as text; point --input (CORPUS= for make run) at the text alone, and keep run roots outside it")
+
+
 @pytest.mark.parametrize("root,first_words", [
     ("/proc/forbidden/x", "run root file:/proc/forbidden/x cannot be written"),
     ("s3a://bucket/run", "no file system for the s3a:// scheme of the run root (--root) s3a://bucket/run"),
