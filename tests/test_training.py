@@ -382,7 +382,7 @@ def test_a_source_whose_sentences_keep_at_most_one_word_has_no_pairs():
 def test_a_job_of_many_phases_ends_without_overflowing_the_drivers_stack(spark, tmp_path):
     """After a job Spark walks its lineage by recursion; 20 rounds of 2 shards in one job (41
     phases) overflowed a driver whose threads have 200 KiB of stack (1 MiB, the default,
-    overflowed at 300 phases). The trainer walks it every few phases (`driver.walk_lineage`)."""
+    overflowed at 257 phases). The trainer walks it every few phases (`driver.walk_lineage`)."""
     rng = np.random.default_rng(0)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(["alpha", "beta", "gamma"], 8)) for _ in range(300)) + "\n")

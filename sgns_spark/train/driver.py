@@ -63,8 +63,9 @@ POSITION_RESOLUTION = 1 << 53  # positions are multiples of 2^-53, exact in a do
 JOB_GROUP_PREFIX = "sgns-spark-train-"
 JOB_GROUP_PROPERTY = "spark.jobGroup.id"
 SHUFFLE_KINDS = {"rows": "model_store.py", "pairs": "driver.py"}  # the module whose call names a stage
-# phases between two walks of a job's lineage (`walk_lineage`): a walk of 300 phases overflowed a
-# driver thread's default stack of 1 MiB and one of 128 did not; one of 41 overflowed 200 KiB (the test's)
+# phases between two walks of a job's lineage (`walk_lineage`): a walk of 257 phases overflowed a
+# driver thread's default stack of 1 MiB, one of 129 (MODE=scaling's 64 shards) did not; one of 41 overflowed
+# 200 KiB (the test's)
 LINEAGE_WALK_PHASES = 8
 SOURCES_SCHEMA = pa.schema([("round_number", pa.int32()), ("source", pa.int64()),
                             ("sentences", pa.binary())])  # an Arrow IPC stream of sentence_key, ids each
