@@ -17,7 +17,14 @@ from pyspark.sql import SparkSession
 from sgns_spark.config import Config, load_config
 from sgns_spark.errors import UserError, java_causes
 from sgns_spark.lock import RunLock
-from sgns_spark.preflight import CorpusInput, check_local_files, corpus_input, damaged_file, unreadable_file
+from sgns_spark.preflight import (
+    CorpusInput,
+    check_local_files,
+    check_root_outside,
+    corpus_input,
+    damaged_file,
+    unreadable_file,
+)
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
@@ -108,6 +115,8 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         stop_on_signals(spark)
         storage = Storage(spark, arguments.root)
         corpus = corpus_input(spark, arguments.input) if getattr(arguments, "input", None) else None
+        if corpus is not None:
+            check_root_outside(corpus, storage)
         roots = read_roots(spark, stage, config, storage)
         storage.check_writable()
         with RunLock(storage, stage):

@@ -19,7 +19,7 @@ from sgns_spark.config import Config
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
 from sgns_spark.layout import MANIFEST_NAME, VERSION_PREFIX, report_path
-from sgns_spark.storage import FileEntry, Storage, list_files
+from sgns_spark.storage import FileEntry, Storage, file_key, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
 # a file every run root holds once its vocab stage has run, and one every published version holds:
@@ -36,6 +36,7 @@ class CorpusInput:
     """The corpus a job was given and the files it resolves to, in path order."""
 
     path: str
+    directories: tuple[str, ...]  # the directories it names, read recursively
     files: tuple[FileEntry, ...]
 
 
@@ -48,7 +49,7 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
         When the path does not exist, matches nothing, names only empty directories, or holds
         sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it).
     """
-    files = list_files(spark, path, INPUT_SETTING)
+    directories, files = list_files(spark, path, INPUT_SETTING)
     if not files:
         raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
     for entry in files:
@@ -56,7 +57,24 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
             raise UserError(f"input corpus {path} holds sgns-spark output ({entry.path}), whose files would be read "
                             "as text; point --input (CORPUS= for make run) at the text alone, and keep run roots "
                             "outside it")
-    return CorpusInput(path, tuple(files))
+    return CorpusInput(path, tuple(directories), tuple(files))
+
+
+def check_root_outside(corpus: CorpusInput, storage: Storage) -> None:
+    """Refuse a run root inside a directory of the input: its first run would pass (the root does
+    not exist when the input is listed), and every later run would find its output there.
+
+    Raises
+    ------
+    UserError
+        When the root lies in or below one of the input's directories.
+    """
+    root = f"{file_key(storage.root)}/"
+    for directory in corpus.directories:
+        if root.startswith(f"{file_key(directory).rstrip('/')}/"):
+            raise UserError(f"run root {storage.root} lies inside input corpus {corpus.path}, so the next run "
+                            "would read this one's output as text; choose a --root outside the input (OUT= for "
+                            "make run)")
 
 
 def check_local_files(config: Config) -> None:

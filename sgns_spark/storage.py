@@ -76,16 +76,18 @@ def hadoop_filesystem(spark: SparkSession, uri: str, setting: str):
     return filesystem, filesystem.makeQualified(path)
 
 
-def list_files(spark: SparkSession, pattern: str, setting: str) -> list[FileEntry]:
-    """The files a path, directory (recursively) or glob names, in path order; hidden names
-    (starting with ``_`` or ``.``) below a directory are skipped, as Spark skips them."""
+def list_files(spark: SparkSession, pattern: str, setting: str) -> tuple[list[str], list[FileEntry]]:
+    """The directories a path or glob names, and the files it names (those below a directory
+    recursively), in path order. Hidden names (starting with ``_`` or ``.``) below a directory are
+    skipped, as Spark skips them."""
     filesystem, path = hadoop_filesystem(spark, pattern, setting)
     matches = filesystem.globStatus(path) or []
-    files = []
+    directories, files = [], []
     for status in matches:
         if not status.isDirectory():
             files.append(status)
             continue
+        directories.append(status.getPath().toString())
         found = filesystem.listFiles(status.getPath(), True)
         prefix = len(status.getPath().toString())
         while found.hasNext():
@@ -95,7 +97,7 @@ def list_files(spark: SparkSession, pattern: str, setting: str) -> list[FileEntr
                 files.append(entry)
     entries = [FileEntry(status.getPath().toString(), int(status.getLen()), int(status.getModificationTime()))
                for status in files]
-    return sorted(entries, key=lambda entry: entry.path)
+    return sorted(directories), sorted(entries, key=lambda entry: entry.path)
 
 
 class Storage:
@@ -237,7 +239,7 @@ class Storage:
 
         Raises
         ------
-        UserError
+        DamagedFileError
             When the directory is missing or holds no Parquet files (`damaged`). A file that
             cannot be read fails the job that reads it, later (`sgns_spark.cli.user_error_of`).
         """

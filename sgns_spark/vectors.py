@@ -82,6 +82,9 @@ class Vectors:
         path = Path(location)
         if (path / LATEST_NAME).exists():
             path = Path(json.loads((path / LATEST_NAME).read_text())["path"].removeprefix("file:"))
+            if not path.exists():
+                raise UserError(f"{location}/{LATEST_NAME} names version {path}, which is missing (deleted?); give "
+                                "another published version, or rerun the export stage to publish one")
         if (path / MANIFEST_NAME).exists():
             vectors = cls.load_parquet(path / PARQUET_NAME)
             vectors.manifest = json.loads((path / MANIFEST_NAME).read_text())

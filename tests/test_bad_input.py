@@ -28,7 +28,7 @@ from conftest import (
 from sgns_spark.cli import user_error_of
 from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
-from sgns_spark.preflight import corpus_input
+from sgns_spark.preflight import check_root_outside, corpus_input
 from sgns_spark.query import main as query_main
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.storage import Storage
@@ -60,18 +60,13 @@ def gzip_bytes(text: str) -> bytes:
     return gzip.compress(text.encode())
 
 
-@pytest.mark.parametrize("content,first_words", [
-    (b"", "input corpus {path} is empty; point CORPUS="),
-    (np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes(), "input corpus {path} is not UTF-8"),
-    ("caf\xe9 na\xefve \xe9l\xe8ve r\xe9sum\xe9 \xe0 la fa\xe7on ".encode("latin-1") * 200,
-     "input corpus {path} is not UTF-8 text"),
-    (b"rare words appear once each here\n", "every word of {path} occurs fewer than vocab.min_count = 5"),
-], ids=["empty", "random-bytes", "latin-1", "below-min-count"])
-def test_bad_corpus_ends_the_job_with_one_line(tmp_path, content, first_words):
+def test_bad_corpus_ends_the_job_with_one_line(tmp_path):
+    """A refusal of the vocab stage, end to end; the stage's other refusals are tested in process
+    (`test_stage_raises_user_error_in_process_with_nothing_published`)."""
     path = tmp_path / "corpus.txt"
-    path.write_bytes(content)
+    path.write_bytes("caf\xe9 na\xefve \xe9l\xe8ve r\xe9sum\xe9 \xe0 la fa\xe7on ".encode("latin-1") * 200)
     result = run_job("vocab", tmp_path / "root", "--input", str(path))
-    assert_one_line_error(result, "vocab", first_words.format(path=path))
+    assert_one_line_error(result, "vocab", f"input corpus {path} is not UTF-8 text")
     assert_nothing_published(tmp_path / "root")
 
 
@@ -90,8 +85,10 @@ def test_bad_setting_ends_the_job_before_spark_starts(tmp_path, override, first_
     ("{tmp}/absent.txt", "input corpus {tmp}/absent.txt does not exist or matches no file; set CORPUS="),
     ("{tmp}/*.nothing", "input corpus {tmp}/*.nothing does not exist or matches no file"),
     ("s3a://bucket/corpus.txt", "no file system for the s3a:// scheme of the input corpus (--input, CORPUS="),
-], ids=["missing-path", "empty-glob", "scheme-without-filesystem"])
+    ("{tmp}", "run root file:{tmp}/root lies inside input corpus {tmp}, so the next run would read this one's"),
+], ids=["missing-path", "empty-glob", "scheme-without-filesystem", "root-inside-input"])
 def test_unusable_input_path_is_refused_before_any_work(tmp_path, given, first_words):
+    (tmp_path / "corpus.txt").write_text(WORDS)
     result = run_job("pipeline", tmp_path / "root", "--input", given.format(tmp=tmp_path))
     assert_one_line_error(result, "pipeline", first_words.format(tmp=tmp_path))
     assert not (tmp_path / "root").exists()
@@ -112,6 +109,22 @@ def test_an_input_holding_sgns_spark_output_is_refused_before_any_work(spark, tm
     assert str(raised.value) == (
         f"input corpus {tmp_path}/lake holds sgns-spark output (file:{tmp_path}/lake/{output}), whose files would "
         "be read as text; point --input (CORPUS= for make run) at the text alone, and keep run roots outside it")
+
+
+def test_a_root_is_inside_an_input_only_below_one_of_its_directories(spark, tmp_path):
+    for name in ("lake", "lake2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "corpus.txt").write_text(WORDS)
+    lake = corpus_input(spark, str(tmp_path / "lake"))
+    assert lake.directories == (f"file:{tmp_path}/lake",)
+    for inside in ("lake", "lake/runs/day-1"):
+        with pytest.raises(UserError, match=f"^run root file:{tmp_path}/{inside} lies inside input corpus "):
+            check_root_outside(lake, Storage(spark, str(tmp_path / inside)))
+    for outside in ("lake2/run", "lake-run", "run"):
+        check_root_outside(lake, Storage(spark, str(tmp_path / outside)))
+    files_only = corpus_input(spark, str(tmp_path / "lake*" / "*.txt"))  # a glob of files names no directory
+    assert files_only.directories == () and len(files_only.files) == 2
+    check_root_outside(files_only, Storage(spark, str(tmp_path / "lake" / "run")))
 
 
 @pytest.mark.parametrize("root,first_words", [
@@ -251,12 +264,15 @@ def test_evaluation_files_must_exist_on_the_driver(tmp_path):
 
 
 @pytest.mark.parametrize("content,first_words", [
+    (b"", "input corpus {path} is empty; point CORPUS="),
+    (np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes(), "input corpus {path} is not UTF-8"),
+    (b"rare words appear once each here\n", "every word of {path} occurs fewer than vocab.min_count = 5"),
     (b"... --- !!! ???\n", "input corpus {path} has no tokens under corpus.split_pattern"),
     (("the cat sat on the mat\n" * 200).encode("utf-16"),  # its byte-order mark alone is undecodable
      "input corpus {path} is not UTF-8 text: 50.0% of its bytes are undecodable or NUL (UTF-16 text"),
     (b"alpha\nbeta\ngamma\n" * 20 + b"two rare words\n",  # its only sentence of two words has no word of the vocabulary
      "no sentence of input corpus {path} holds two words of the vocabulary, so there is no (center, context) pair"),
-], ids=["no-tokens", "utf-16", "one-word-lines"])
+], ids=["empty", "random-bytes", "below-min-count", "no-tokens", "utf-16", "one-word-lines"])
 def test_stage_raises_user_error_in_process_with_nothing_published(spark, storage, tmp_path, content, first_words):
     """The vocab stage's own refusals (a job prints them as its one line, as above)."""
     path = tmp_path / "corpus.txt"
@@ -329,6 +345,16 @@ def test_the_query_cli_refuses_a_truncated_binary_file(word2vec_files, capsys):
     code, lines = query(capsys, path, "similar", "paris")
     assert code == 2 and lines == [f"sgns-spark query: error: {path} does not hold the 4 words x 3 dimensions "
                                    "its header announces (the file ends in word 4)"]
+
+
+def test_the_query_cli_names_the_missing_version_an_export_roots_latest_names(tmp_path, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "_LATEST").write_text(json.dumps({"version": 3, "path": f"file:{export}/version=000003"}))
+    code, lines = query(capsys, export, "similar", "paris")
+    assert code == 2 and lines == [f"sgns-spark query: error: {export}/_LATEST names version {export}/version=000003, "
+                                   "which is missing (deleted?); give another published version, or rerun the "
+                                   "export stage to publish one"]
 
 
 def test_the_query_cli_names_bad_words_and_files_in_one_line(word2vec_files, capsys):
