@@ -1,5 +1,5 @@
 """local-cluster: separate executor processes. The README's spark-submit recipe with the packaged
-environment (make package), and training that survives the loss of an executor."""
+environment (make package), through a run that survives the loss of an executor."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_ARGUMENTS, job_environment, read_round_files, write_planted_corpus
+from conftest import PLANTED_ARGUMENTS, job_environment, read_round_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -28,43 +28,6 @@ def packaged(tmp_path_factory):
     return dist / "sgns_spark_env.tar.gz"
 
 
-@pytest.mark.skipif(not SPARK_SUBMIT.exists(), reason="spark-submit is not installed beside this Python")
-def test_pipeline_through_spark_submit_on_local_cluster_with_packaged_environment(packaged, tmp_path):
-    corpus, questions = write_planted_corpus(tmp_path / "data")
-    root = tmp_path / "root"
-    environment = {key: value for key, value in job_environment().items()
-                   if key not in ("PYSPARK_PYTHON", "PYTHONPATH")}
-    environment["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    result = subprocess.run(
-        [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
-         "--archives", f"{packaged}#environment",
-         "--conf", "spark.pyspark.python=./environment/bin/python",
-         "--conf", f"spark.pyspark.driver.python={sys.executable}",
-         "--files", str(REPOSITORY / "conf" / "default.toml"),
-         str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(corpus),
-         "--config", str(REPOSITORY / "conf" / "default.toml"),
-         "--set", "train.dim=24",
-         "--set", f"evaluate.analogy_path={questions}", "--set", "evaluate.neighbour_words=paris"],
-        capture_output=True, text=True, env=environment, timeout=900, cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "[export] published version 1" in result.stdout
-    train = json.loads((root / "reports" / "train.json").read_text())
-    assert train["counts"]["rounds"] == 4 and train["counts"]["trained_words"] > 0  # serial start + 3 rounds
-    # the executors' own time by part came back through the accumulator, within Spark's task time
-    parts = train["counts"]["task_seconds_by_part"]
-    assert set(parts) == {"pairs", "receive", "kernel", "send"} and parts["kernel"] > 0 and parts["pairs"] > 0
-    assert sum(parts.values()) <= train["counts"]["task_seconds"]
-    # the executors ran the archive Spark unpacked into their application work directory
-    worker_python = train["counts"]["worker_python"]
-    assert worker_python.endswith("/environment/bin/python") and "/work/app-" in worker_python
-    assert worker_python != sys.executable
-    latest = json.loads((root / "export" / "_LATEST").read_text())
-    manifest = json.loads((Path(latest["path"].removeprefix("file:")) / "manifest.json").read_text())
-    # plumbing, not quality (test_training checks that): chance level is under 0.1% here
-    assert manifest["evaluation"]["analogy"]["accuracy"] > 0.1
-
-
 def executor_processes() -> list[int]:
     """Process ids of the executor JVMs running on this machine."""
     found = subprocess.run(["pgrep", "-f", "CoarseGrainedExecutorBackend"], capture_output=True, text=True)
@@ -72,15 +35,24 @@ def executor_processes() -> list[int]:
 
 
 @pytest.mark.skipif(not SPARK_SUBMIT.exists(), reason="spark-submit is not installed beside this Python")
-def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(spark, planted_run, tmp_path):
-    """Training on local-cluster[2,1,1024] (two executor JVMs); one is SIGKILLed after the third
-    committed round. The run ends with exit 0 and the same rows, bit for bit, as the planted run
-    with the same settings in local mode."""
+def test_the_pipeline_through_spark_submit_with_the_packaged_environment_survives_losing_an_executor(
+        packaged, planted_run, tmp_path):
+    """The README's spark-submit recipe on local-cluster[2,1,1024] (two executor JVMs, whose
+    Python is the packaged environment Spark unpacks); one executor is SIGKILLed after the third
+    committed round. The run ends with exit 0, a published version, and the same rows, bit for
+    bit, as the planted run with the same settings in local mode."""
     root = tmp_path / "root"
-    environment = {**job_environment(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    environment = {key: value for key, value in job_environment().items()
+                   if key not in ("PYSPARK_PYTHON", "PYTHONPATH")}
+    environment["PYSPARK_DRIVER_PYTHON"] = sys.executable
     command = [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
+               "--archives", f"{packaged}#environment",
+               "--conf", "spark.pyspark.python=./environment/bin/python",
+               "--conf", f"spark.pyspark.driver.python={sys.executable}",
+               "--files", str(REPOSITORY / "conf" / "default.toml"),
                str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(planted_run["corpus"]),
-               *PLANTED_ARGUMENTS]
+               "--config", str(REPOSITORY / "conf" / "default.toml"), *PLANTED_ARGUMENTS,
+               "--set", f"evaluate.analogy_path={planted_run['questions']}", "--set", "evaluate.neighbour_words=paris"]
     log = open(tmp_path / "stderr.txt", "w+")  # a pipe would fill up and stall the job
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=environment, cwd=tmp_path)
     killed = []
@@ -104,3 +76,16 @@ def test_losing_an_executor_mid_training_still_ends_with_the_undisturbed_model(s
     for side in ("input", "output"):
         np.testing.assert_array_equal(ours[side][0], expected[side][0])
         np.testing.assert_array_equal(ours[side][1], expected[side][1])
+    train = json.loads((root / "reports" / "train.json").read_text())
+    # the executors' own time by part came back through the accumulator, within Spark's task time
+    parts = train["counts"]["task_seconds_by_part"]
+    assert set(parts) == {"pairs", "receive", "kernel", "send"} and parts["kernel"] > 0 and parts["pairs"] > 0
+    assert sum(parts.values()) <= train["counts"]["task_seconds"]
+    # the executors ran the archive Spark unpacked into their application work directory
+    worker_python = train["counts"]["worker_python"]
+    assert worker_python.endswith("/environment/bin/python") and "/work/app-" in worker_python
+    assert worker_python != sys.executable
+    latest = json.loads((root / "export" / "_LATEST").read_text())
+    manifest = json.loads((Path(latest["path"].removeprefix("file:")) / "manifest.json").read_text())
+    # plumbing, not quality (test_training checks that): chance level is under 0.1% here
+    assert manifest["evaluation"]["analogy"]["accuracy"] > 0.1
