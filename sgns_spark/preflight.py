@@ -19,13 +19,20 @@ from sgns_spark.config import Config
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.evaluate import read_analogy_questions, read_similarity_pairs
 from sgns_spark.layout import MANIFEST_NAME, VERSION_PREFIX, report_path
-from sgns_spark.storage import FileEntry, Storage, file_key, list_files
+from sgns_spark.storage import FileEntry, Storage, file_head, file_key, list_files
 
 INPUT_SETTING = "the input corpus (--input, CORPUS= for make run)"
 # a file every run root holds once its vocab stage has run, and one every published version holds:
 # an input that lists either would read sgns-spark's own output (Parquet, vectors) as text
 OUTPUT_MARKER = re.compile(rf"/({re.escape(report_path('vocab'))}|{re.escape(VERSION_PREFIX)}\d+/"
                            rf"{re.escape(MANIFEST_NAME)})$")
+# compressed formats by suffix, for a file Spark has no codec for and would read as raw bytes
+# (CC-100's corpora come as .xz, for one); the formats Spark decompresses are named in the error
+ARCHIVE_SUFFIXES = (".xz", ".lzma", ".zip", ".7z", ".rar", ".br", ".lzo", ".Z")
+READABLE_COMPRESSION = "gzip (.gz), bzip2 (.bz2) or zstd (.zst)"
+# the lz4 tool writes its frame format, which starts with this magic number; Hadoop's .lz4 codec
+# reads only Hadoop's own block format, and reads such a file as no text at all, without an error
+LZ4_FRAME_MAGIC = bytes.fromhex("04224d18")
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
@@ -46,8 +53,9 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
     Raises
     ------
     UserError
-        When the path does not exist, matches nothing, names only empty directories, or holds
-        sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it).
+        When the path does not exist, matches nothing, names only empty directories, holds
+        sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it), or
+        holds a file compressed in a way Spark does not read (`check_compression`).
     """
     directories, files = list_files(spark, path, INPUT_SETTING)
     if not files:
@@ -57,7 +65,27 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
             raise UserError(f"input corpus {path} holds sgns-spark output ({entry.path}), whose files would be read "
                             "as text; point --input (CORPUS= for make run) at the text alone, and keep run roots "
                             "outside it")
+        check_compression(spark, entry)
     return CorpusInput(path, tuple(directories), tuple(files))
+
+
+def check_compression(spark: SparkSession, entry: FileEntry) -> None:
+    """Refuse an input file compressed in a way Spark would not undo: it would read the file's
+    compressed bytes as text, or (an lz4 tool's file) read no text from it.
+
+    Raises
+    ------
+    UserError
+        When a file without a Hadoop codec has the suffix of a compressed format
+        (`ARCHIVE_SUFFIXES`), or an ``.lz4`` file is in the lz4 tool's frame format.
+    """
+    if entry.codec is None and entry.path.endswith(ARCHIVE_SUFFIXES):
+        raise UserError(f"input file {entry.path} is compressed in a format Spark cannot read, and would be read as "
+                        f"raw bytes; decompress it, or recompress it as {READABLE_COMPRESSION}")
+    if entry.codec == ".lz4" and file_head(spark, entry.path, len(LZ4_FRAME_MAGIC), INPUT_SETTING) == LZ4_FRAME_MAGIC:
+        raise UserError(f"input file {entry.path} is in the lz4 tool's frame format, which Spark's .lz4 codec "
+                        f"(Hadoop's block format) reads as no text; decompress it, or recompress it as "
+                        f"{READABLE_COMPRESSION}")
 
 
 def check_root_outside(corpus: CorpusInput, storage: Storage) -> None:

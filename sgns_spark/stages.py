@@ -36,8 +36,6 @@ from sgns_spark.tokenize import (
 )
 from sgns_spark.vocab import build_vocab, encode_corpus
 
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".xz")  # Hadoop codecs by suffix
-
 
 @dataclass
 class StageReport:
@@ -221,13 +219,13 @@ def line_files(spark: SparkSession, files: list[FileEntry]) -> list[str]:
     finds a plain file's overlong runs as the first found its long lines.
     """
     line_bytes = bytes_per_file(spark, files, LINE_SEPARATOR)
-    fitting = {entry.path for entry in files if not entry.path.endswith(COMPRESSED_SUFFIXES)
+    fitting = {entry.path for entry in files if entry.codec is None
                and line_bytes.get(file_key(entry.path), 0) >= entry.size}
     rest = [entry for entry in files if entry.path not in fitting]
     space_bytes = bytes_per_file(spark, rest, SPACE_SEPARATOR) if rest else {}
     for entry in rest:
         key = file_key(entry.path)
-        if entry.path.endswith(COMPRESSED_SUFFIXES):
+        if entry.codec is not None:
             if key in line_bytes and line_bytes[key] + 1 >= space_bytes.get(key, 0):
                 fitting.add(entry.path)
         elif entry.size - space_bytes.get(key, 0) >= MAX_RECORD_BYTES:

@@ -35,11 +35,13 @@ UNREADABLE_DIRECTORY_REASONS = {"PATH_NOT_FOUND": "it is missing",
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file found by `list_files`: its qualified URI, size and modification time."""
+    """One file found by `list_files`: its qualified URI, size and modification time, and the
+    extension of the Hadoop codec Spark decompresses it with (``.gz``), None for a plain file."""
 
     path: str
     size: int
     modified_ms: int
+    codec: str | None
 
 
 def same_file(first: str, second: str) -> bool:
@@ -95,9 +97,25 @@ def list_files(spark: SparkSession, pattern: str, setting: str) -> tuple[list[st
             below = entry.getPath().toString()[prefix:].split("/")
             if not any(part.startswith(HIDDEN_PREFIXES) for part in below if part):
                 files.append(entry)
-    entries = [FileEntry(status.getPath().toString(), int(status.getLen()), int(status.getModificationTime()))
-               for status in files]
+    codecs = spark.sparkContext._jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+        spark.sparkContext._jsc.hadoopConfiguration())  # Spark's text reader picks codecs by this factory
+    entries = []
+    for status in files:
+        codec = codecs.getCodec(status.getPath())
+        entries.append(FileEntry(status.getPath().toString(), int(status.getLen()), int(status.getModificationTime()),
+                                 str(codec.getDefaultExtension()) if codec is not None else None))
     return sorted(directories), sorted(entries, key=lambda entry: entry.path)
+
+
+def file_head(spark: SparkSession, uri: str, count: int, setting: str) -> bytes:
+    """The first `count` bytes of file `uri` as stored (fewer when the file is shorter); `setting`
+    names the file in an error, as in `hadoop_filesystem`."""
+    filesystem, path = hadoop_filesystem(spark, uri, setting)
+    stream = filesystem.open(path)
+    try:
+        return bytes(stream.readNBytes(count))
+    finally:
+        stream.close()
 
 
 class Storage:

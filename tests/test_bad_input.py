@@ -1,14 +1,18 @@
 """Bad input: one line naming the problem and the setting, as the last line on stderr, exit code 2,
 no trace, nothing half-written, and checked before Spark does any work where it can be."""
 
+import bz2
 import datetime
 import gzip
+import io
 import json
+import lzma
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +113,35 @@ def test_an_input_holding_sgns_spark_output_is_refused_before_any_work(spark, tm
     assert str(raised.value) == (
         f"input corpus {tmp_path}/lake holds sgns-spark output (file:{tmp_path}/lake/{output}), whose files would "
         "be read as text; point --input (CORPUS= for make run) at the text alone, and keep run roots outside it")
+
+
+def zip_bytes(text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("corpus.txt", text)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name,content,first_words", [
+    ("corpus.txt.xz", lzma.compress(WORDS.encode()), "is compressed in a format Spark cannot read, and would be read"),
+    ("corpus.zip", zip_bytes(WORDS), "is compressed in a format Spark cannot read, and would be read"),
+    # an lz4 frame's header (magic, flags, block size, header checksum), then its first block
+    ("corpus.txt.lz4", bytes.fromhex("04224d186440a7") + b"\x0b\x00\x00\x80w0 w1 w2 w3\x00\x00\x00\x00",
+     "is in the lz4 tool's frame format, which Spark's .lz4 codec (Hadoop's block format) reads as no text"),
+], ids=["xz", "zip", "lz4-frame"])
+def test_a_file_compressed_in_a_way_spark_does_not_read_is_refused_before_any_work(spark, tmp_path, name, content,
+                                                                                   first_words):
+    """Spark read an .xz or .zip file's compressed bytes as text (refused only later, as "not
+    UTF-8", with advice to convert it), and an lz4 tool's file as no text at all, without a word."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt.gz").write_bytes(gzip_bytes(WORDS))
+    (tmp_path / "corpus" / "b.txt.bz2").write_bytes(bz2.compress(WORDS.encode()))
+    assert [entry.codec for entry in corpus_input(spark, str(tmp_path / "corpus")).files] == [".gz", ".bz2"]
+    (tmp_path / "corpus" / name).write_bytes(content)
+    with pytest.raises(UserError) as raised:
+        corpus_input(spark, str(tmp_path / "corpus"))
+    assert str(raised.value).startswith(f"input file file:{tmp_path}/corpus/{name} {first_words}"), raised.value
+    assert str(raised.value).endswith("; decompress it, or recompress it as gzip (.gz), bzip2 (.bz2) or zstd (.zst)")
 
 
 def test_a_root_is_inside_an_input_only_below_one_of_its_directories(spark, tmp_path):
