@@ -1,11 +1,13 @@
 """One live run per run root: a lock file with its holder, refreshed while the run lives.
 
-``<root>/_LOCK`` holds JSON ``{"host", "pid", "job", "started_utc", "heartbeat_utc"}``. A job
-creates it (atomically where the file system can) before any work and deletes it when it
-ends. A lock is *stale*, and taken over with a message, when its holder is a process of this
-host that no longer exists, or when its heartbeat is older than `STALE_AFTER_SECONDS`
-(its holder, on whatever host, was killed without cleaning up). The holder rewrites the
-heartbeat every `HEARTBEAT_SECONDS`.
+``<root>/_LOCK`` holds JSON ``{"host", "pid", "job", "started_utc"}``. A job creates it
+(atomically where the file system can) before any work and deletes it when it ends. Its
+heartbeat is the file's modification time, which the holder sets to now every
+`HEARTBEAT_SECONDS` without rewriting the file: a rewrite replaced it by a delete and a rename,
+and between the two another run could find the root free and take it. A lock is *stale*, and
+taken over with a message, when its holder is a process of this host that no longer exists, or
+when its heartbeat is older than `STALE_AFTER_SECONDS` (its holder, on whatever host, was killed
+without cleaning up).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import json
 import os
 import socket
 import threading
+import time
 
-from sgns_spark.errors import UserError
+from py4j.protocol import Py4JJavaError
+
+from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.layout import LOCK_FILE
 from sgns_spark.storage import Storage
 
@@ -40,12 +45,12 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def stale_reason(holder: dict) -> str | None:
-    """Why the lock of `holder` no longer protects a live run, or None while it does."""
+def stale_reason(holder: dict, heartbeat: float) -> str | None:
+    """Why the lock of `holder`, last refreshed at `heartbeat` (seconds since the epoch), no
+    longer protects a live run, or None while it does."""
     if holder.get("host") == socket.gethostname() and not process_exists(int(holder.get("pid", -1))):
         return f"its holder, pid {holder.get('pid')} on this host, is gone"
-    heartbeat = datetime.datetime.fromisoformat(holder.get("heartbeat_utc", "1970-01-01T00:00:00+00:00"))
-    age = (utc_now() - heartbeat).total_seconds()
+    age = time.time() - heartbeat
     if age > STALE_AFTER_SECONDS:
         return f"its heartbeat is {age:.0f} s old"
     return None
@@ -62,9 +67,8 @@ class RunLock:
 
     def __init__(self, storage: Storage, job: str):
         self.storage, self.job = storage, job
-        started = utc_now().isoformat(timespec="seconds")
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "job": job,
-                       "started_utc": started, "heartbeat_utc": started}
+                       "started_utc": utc_now().isoformat(timespec="seconds")}
         self.stopped = threading.Event()
         self.heartbeat = threading.Thread(target=self._beat, name="sgns-spark-lock-heartbeat", daemon=True)
 
@@ -73,10 +77,14 @@ class RunLock:
             if self.storage.create_exclusive(LOCK_FILE, json.dumps(self.holder)):
                 self.heartbeat.start()
                 return self
-            if not self.storage.exists(LOCK_FILE):  # released between the two calls
-                continue
-            holder = self.storage.read_json(LOCK_FILE)
-            reason = stale_reason(holder)
+            try:
+                holder = self.storage.read_json(LOCK_FILE)
+                heartbeat = self.storage.modified_at(LOCK_FILE)
+            except (DamagedFileError, Py4JJavaError):
+                if not self.storage.exists(LOCK_FILE):  # released meanwhile
+                    continue
+                raise
+            reason = stale_reason(holder, heartbeat)
             if reason is None:
                 raise UserError(
                     f"run root {self.storage.root} is in use by the {holder.get('job')} job of pid "
@@ -89,9 +97,24 @@ class RunLock:
                         "start one run per root")
 
     def _beat(self) -> None:
+        """Refresh the heartbeat until the lock is released. A refresh that fails (a file system
+        that does not answer) is tried again at the next beat, with one line when the failures
+        start and one when they end: the job goes on, and only a lock left unrefreshed for
+        `STALE_AFTER_SECONDS` could be taken over."""
+        failing = False
         while not self.stopped.wait(HEARTBEAT_SECONDS):
-            self.holder["heartbeat_utc"] = utc_now().isoformat(timespec="seconds")
-            self.storage.write_text(LOCK_FILE, json.dumps(self.holder))
+            try:
+                self.storage.touch(LOCK_FILE)
+            except Py4JJavaError as error:
+                if not failing:
+                    print(f"[lock] warning: the heartbeat of {self.storage.path(LOCK_FILE)} cannot be refreshed "
+                          f"({java_causes(error)[-1][1]}); retrying every {HEARTBEAT_SECONDS:.0f} s (another run "
+                          f"may take the lock over once it is {STALE_AFTER_SECONDS:.0f} s old)", flush=True)
+                failing = True
+                continue
+            if failing:
+                print(f"[lock] the heartbeat of {self.storage.path(LOCK_FILE)} is refreshed again", flush=True)
+                failing = False
 
     def __exit__(self, *exc_info) -> None:
         self.stopped.set()

@@ -18,7 +18,7 @@ from datetime import datetime
 from pyspark.sql import SparkSession
 
 REQUEST_TIMEOUT_SECONDS = 30
-MILLISECONDS = 1000.0
+MILLISECONDS = 1000.0  # in a second: Spark's durations and Hadoop's file times are in milliseconds
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%Z"
 
 

@@ -7,8 +7,10 @@ module is the one place that reaches the JVM's Hadoop classes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,7 @@ from pyspark.sql.types import StructType
 
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
 from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy
+from sgns_spark.spark_metrics import MILLISECONDS
 
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
 PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
@@ -27,6 +30,7 @@ HIDDEN_PREFIXES = ("_", ".")  # names Spark's file sources skip, as these listin
 PROBE_PREFIX = "_write-probe-"
 MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
 RUN_ROOT_SETTING = "the run root (--root)"
+UNCHANGED_TIME = -1  # `FileSystem.setTimes` leaves a time given as -1 as it is (in milliseconds, as Hadoop keeps them)
 CHECKSUM_ERROR = "Checksum error"  # how Hadoop's ChecksumException starts its message
 # Spark's error conditions for a Parquet directory to read that is gone, or holds no data files
 UNREADABLE_DIRECTORY_REASONS = {"PATH_NOT_FOUND": "it is missing",
@@ -195,6 +199,14 @@ class Storage:
         """Return whether `relative` exists below the root."""
         return bool(self._filesystem.exists(self._hadoop_path(relative)))
 
+    def touch(self, relative: str) -> None:
+        """Set file `relative`'s modification time to now, without rewriting it."""
+        self._filesystem.setTimes(self._hadoop_path(relative), round(time.time() * MILLISECONDS), UNCHANGED_TIME)
+
+    def modified_at(self, relative: str) -> float:
+        """File `relative`'s modification time, in seconds since the epoch (as `time.time`)."""
+        return self._filesystem.getFileStatus(self._hadoop_path(relative)).getModificationTime() / MILLISECONDS
+
     def delete(self, relative: str) -> None:
         """Delete a file or directory below the root, if present."""
         self._filesystem.delete(self._hadoop_path(relative), True)
@@ -209,8 +221,13 @@ class Storage:
     def write_text(self, relative: str, text: str) -> None:
         """Write `text` to `relative` atomically: to a hidden sibling, then renamed over it."""
         temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
-        with self.open_write(temporary) as stream:
-            stream.write(text.encode("utf-8"))
+        try:
+            with self.open_write(temporary) as stream:
+                stream.write(text.encode("utf-8"))
+        except Py4JJavaError:  # a full disk, say: leave no half-written sibling behind
+            with contextlib.suppress(Py4JJavaError):
+                self.delete(temporary)
+            raise
         self.delete(relative)
         self.move(temporary, relative)
 

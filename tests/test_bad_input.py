@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from conftest import (
     job_environment,
     make_config,
 )
+from py4j.protocol import Py4JJavaError
 
+from sgns_spark import lock
 from sgns_spark.cli import user_error_of
 from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
@@ -204,11 +207,12 @@ def test_a_directory_of_gzip_and_plain_files_is_read_whole_and_hidden_files_are_
     assert report["counts"]["vocab_size"] == 4
 
 
-def live_lock(root: Path, pid: int, heartbeat: datetime.datetime):
+def live_lock(root: Path, pid: int, heartbeat: datetime.datetime, host: str = socket.gethostname()):
+    """A lock of `pid` on `host`, whose heartbeat (the file's modification time) is `heartbeat`."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "_LOCK").write_text(json.dumps({
-        "host": socket.gethostname(), "pid": pid, "job": "pipeline", "started_utc": "2026-01-01T00:00:00+00:00",
-        "heartbeat_utc": heartbeat.isoformat(timespec="seconds")}))
+        "host": host, "pid": pid, "job": "pipeline", "started_utc": "2026-01-01T00:00:00+00:00"}))
+    os.utime(root / "_LOCK", (heartbeat.timestamp(), heartbeat.timestamp()))
 
 
 def test_a_second_run_on_a_root_held_by_a_live_run_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
@@ -227,6 +231,53 @@ def test_a_second_run_on_a_root_held_by_a_live_run_is_refused_and_a_stale_lock_i
     assert f"[lock] taking over the lock of file:{root}: its holder, pid {int(dead.stdout)} on this host, is gone" \
         in taken.stdout
     assert not (root / "_LOCK").exists() and (root / "vocab").exists()
+
+
+def test_a_lock_of_another_host_is_stale_only_once_its_heartbeat_is_older_than_ten_minutes(spark, tmp_path, capsys):
+    root = tmp_path / "root"
+    storage = Storage(spark, str(root))
+    now = datetime.datetime.now(datetime.UTC)
+    live_lock(root, 1, now - datetime.timedelta(minutes=9), host="another-host")
+    with pytest.raises(UserError, match=f"^run root file:{root} is in use by the pipeline job of pid 1 on host "
+                                        "another-host since 2026-01-01T00:00:00"):
+        lock.RunLock(storage, "train").__enter__()
+    live_lock(root, 1, now - datetime.timedelta(minutes=11), host="another-host")
+    with lock.RunLock(storage, "train") as held:
+        assert json.loads((root / "_LOCK").read_text()) == held.holder
+    assert capsys.readouterr().out.startswith(f"[lock] taking over the lock of file:{root}: its heartbeat is 66")
+    assert not (root / "_LOCK").exists()
+
+
+def test_the_heartbeat_refreshes_the_lock_in_place_and_a_failed_refresh_is_tried_again(spark, storage, monkeypatch,
+                                                                                        capsys):
+    """The heartbeat rewrote the lock by a delete and a rename, so the root had no lock between
+    the two; and a refresh that failed (a full disk) ended its thread with a Java trace, leaving
+    the lock unrefreshed for the rest of the run, for another run to take over 10 minutes on."""
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    touch, failures = storage.touch, []
+
+    def failing_twice(relative):
+        if len(failures) < 2:
+            try:
+                spark.sparkContext._jvm.java.io.FileInputStream("/proc/no-such-file")  # a real Java IO failure
+            except Py4JJavaError as error:
+                failures.append(error)
+                raise
+        touch(relative)
+
+    monkeypatch.setattr(storage, "touch", failing_twice)
+    with lock.RunLock(storage, "train") as held:
+        created = storage.modified_at("_LOCK")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and storage.modified_at("_LOCK") == created:
+            assert json.loads(storage.read_text("_LOCK")) == held.holder  # always there, always whole
+        assert held.heartbeat.is_alive() and storage.modified_at("_LOCK") > created
+    output = capsys.readouterr()
+    assert len(failures) == 2 and not TRACE.search(output.err), output.err
+    lines = output.out.splitlines()
+    assert lines[0].startswith(f"[lock] warning: the heartbeat of {storage.path('_LOCK')} cannot be refreshed (")
+    assert lines[1:] == [f"[lock] the heartbeat of {storage.path('_LOCK')} is refreshed again"]
+    assert not storage.exists("_LOCK")
 
 
 def point_latest_at(model: Path, model_round: int) -> None:
