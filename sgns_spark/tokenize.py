@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -40,6 +41,7 @@ MAX_RECORD_OPTION = "mapreduce.input.linerecordreader.line.maxlength"  # Hadoop'
 # Spark lists the paths of a read of more than 32 by a job of one task per path (up to 10,000): a
 # corpus of 2,000 small files took 8 to 13 s to list per read, and the vocab stage reads it 3 times.
 # With a task per core, or per this many paths where that is more, it took 0.7 s (measured).
+GLOB_CHARACTER = re.compile(r"[\\{}\[\]*?]")  # what Hadoop's glob patterns give a meaning, escaped by a backslash
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 PATHS_PER_LISTING_TASK = 100
 PARTITION_KEY_SHIFT = 32  # sentence_key = partition << 32 | sentence number in partition
@@ -85,18 +87,21 @@ def read_sentences(spark: SparkSession, paths: str | list[str], settings: Corpus
 
 
 def read_records(spark: SparkSession, paths: str | list[str], separator: str) -> DataFrame:
-    """The corpus files as Spark's text source reads them here: ``value string`` records, each
-    followed in its file by `separator` (`SPACE_SEPARATOR` or `LINE_SEPARATOR`).
+    """The corpus files `paths` (names, not globs) as Spark's text source reads them here:
+    ``value string`` records, each followed in its file by `separator` (`SPACE_SEPARATOR` or
+    `LINE_SEPARATOR`).
 
     A record longer than its separator's limit (`MAX_RECORD_BYTES`, `MAX_LINE_BYTES`) is skipped
     by the reader rather than grown until the JVM runs out of heap; `record_bytes_per_file` lets
     the caller find such files.
     """
     limit = MAX_RECORD_BYTES if separator == SPACE_SEPARATOR else MAX_LINE_BYTES
-    count = 1 if isinstance(paths, str) else len(paths)
+    files = [paths] if isinstance(paths, str) else paths
     spark.conf.set(LISTING_PARALLELISM, str(max(spark.sparkContext.defaultParallelism,
-                                                  math.ceil(count / PATHS_PER_LISTING_TASK))))
-    return spark.read.option("lineSep", separator).option(MAX_RECORD_OPTION, str(limit)).text(paths)
+                                                  math.ceil(len(files) / PATHS_PER_LISTING_TASK))))
+    # Spark takes each path as a glob, so a file named "notes [draft].txt" was read as no file
+    escaped = [GLOB_CHARACTER.sub(r"\\\g<0>", path) for path in files]
+    return spark.read.option("lineSep", separator).option(MAX_RECORD_OPTION, str(limit)).text(escaped)
 
 
 def record_bytes_per_file(records: DataFrame) -> dict[str, int]:
