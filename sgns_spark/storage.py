@@ -31,6 +31,7 @@ PROBE_PREFIX = "_write-probe-"
 MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
 RUN_ROOT_SETTING = "the run root (--root)"
 UNCHANGED_TIME = -1  # `FileSystem.setTimes` leaves a time given as -1 as it is (in milliseconds, as Hadoop keeps them)
+GLOB_CHARACTER = re.compile(r"[\\{}\[\]*?]")  # what Hadoop's glob patterns give a meaning, escaped by a backslash
 CHECKSUM_ERROR = "Checksum error"  # how Hadoop's ChecksumException starts its message
 # Spark's error conditions for a Parquet directory to read that is gone, or holds no data files
 UNREADABLE_DIRECTORY_REASONS = {"PATH_NOT_FOUND": "it is missing",
@@ -46,6 +47,12 @@ class FileEntry:
     size: int
     modified_ms: int
     codec: str | None
+
+
+def glob_escaped(uri: str) -> str:
+    """`uri` with Hadoop's glob characters escaped, for Spark's readers, which take every path as
+    a glob: a file named ``notes [draft].txt``, or a root ``runs [prod]``, was read as no file."""
+    return GLOB_CHARACTER.sub(r"\\\g<0>", uri)
 
 
 def same_file(first: str, second: str) -> bool:
@@ -280,7 +287,7 @@ class Storage:
         """
         reader = self._spark.read if schema is None else self._spark.read.schema(schema)
         try:
-            return reader.parquet(self.path(relative))
+            return reader.parquet(glob_escaped(self.path(relative)))
         except AnalysisException as error:
             reason = UNREADABLE_DIRECTORY_REASONS.get(error.getCondition())
             if reason is None:

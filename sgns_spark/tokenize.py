@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +28,7 @@ from pyspark.sql import functions as F
 
 from sgns_spark.arrow import list_lengths, lists_from_lengths, spark_schema
 from sgns_spark.config import CorpusSettings
+from sgns_spark.storage import glob_escaped
 
 SPACE_SEPARATOR, LINE_SEPARATOR = " ", "\n"  # the two record separators (`read_records`)
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -41,7 +41,6 @@ MAX_RECORD_OPTION = "mapreduce.input.linerecordreader.line.maxlength"  # Hadoop'
 # Spark lists the paths of a read of more than 32 by a job of one task per path (up to 10,000): a
 # corpus of 2,000 small files took 8 to 13 s to list per read, and the vocab stage reads it 3 times.
 # With a task per core, or per this many paths where that is more, it took 0.7 s (measured).
-GLOB_CHARACTER = re.compile(r"[\\{}\[\]*?]")  # what Hadoop's glob patterns give a meaning, escaped by a backslash
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 PATHS_PER_LISTING_TASK = 100
 PARTITION_KEY_SHIFT = 32  # sentence_key = partition << 32 | sentence number in partition
@@ -99,9 +98,8 @@ def read_records(spark: SparkSession, paths: str | list[str], separator: str) ->
     files = [paths] if isinstance(paths, str) else paths
     spark.conf.set(LISTING_PARALLELISM, str(max(spark.sparkContext.defaultParallelism,
                                                   math.ceil(len(files) / PATHS_PER_LISTING_TASK))))
-    # Spark takes each path as a glob, so a file named "notes [draft].txt" was read as no file
-    escaped = [GLOB_CHARACTER.sub(r"\\\g<0>", path) for path in files]
-    return spark.read.option("lineSep", separator).option(MAX_RECORD_OPTION, str(limit)).text(escaped)
+    return spark.read.option("lineSep", separator).option(MAX_RECORD_OPTION, str(limit)).text(
+        [glob_escaped(path) for path in files])
 
 
 def record_bytes_per_file(records: DataFrame) -> dict[str, int]:

@@ -10,7 +10,8 @@ from conftest import make_config
 from pyspark.sql import functions as F
 
 from sgns_spark.preflight import corpus_input
-from sgns_spark.stages import line_files, read_corpus
+from sgns_spark.stages import line_files, read_corpus, run_vocab_stage
+from sgns_spark.storage import Storage
 from sgns_spark.tokenize import (
     LINE_SEPARATOR,
     MAX_LINE_BYTES,
@@ -146,6 +147,17 @@ def test_files_whose_names_hold_glob_characters_are_read(spark, tmp_path):
         assert totals["tokens"] == 3 * len(names) + MAX_LINE_BYTES // 5
     finally:
         sentences.unpersist()
+
+
+def test_a_run_root_whose_name_holds_glob_characters_is_read_back(spark, tmp_path):
+    """A root named "runs [prod]{1}" ended the vocab stage with its own staged corpus reported
+    missing (Spark read the path as a glob), as if the root were damaged."""
+    (tmp_path / "corpus.txt").write_text(" ".join(WORDS * 20) + "\n")
+    storage = Storage(spark, str(tmp_path / "runs [prod]{1}"))
+    report = run_vocab_stage(spark, make_config("vocab.min_count=1"), corpus_input(spark, str(tmp_path / "corpus.txt")),
+                             storage)
+    assert report["counts"]["vocab_size"] == len(WORDS)
+    assert sorted(row["word"] for row in storage.read_parquet("vocab").collect()) == sorted(WORDS)
 
 
 def test_a_line_too_long_for_a_record_is_read_whole(spark, tmp_path):
