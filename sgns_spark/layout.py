@@ -56,9 +56,14 @@ def round_directory(model_round: int) -> str:
     return f"{MODEL_DIRECTORY}/{ROUND_PREFIX}{model_round:06d}"
 
 
+def version_name(version: int) -> str:
+    """A published version's directory name, below the export root (``version=000003``)."""
+    return f"{VERSION_PREFIX}{version:06d}"
+
+
 def version_directory(version: int) -> str:
     """Relative path of a published version."""
-    return f"{EXPORT_DIRECTORY}/{VERSION_PREFIX}{version:06d}"
+    return f"{EXPORT_DIRECTORY}/{version_name(version)}"
 
 
 def numbered(names: list[str], prefix: str) -> list[int]:

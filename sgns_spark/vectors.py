@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sgns_spark.errors import UserError
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME, version_name
 
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
 BINARY_VALUE_BYTES = FLOAT32_LITTLE_ENDIAN.itemsize  # a value's bytes in the word2vec binary format
@@ -80,8 +80,8 @@ class Vectors:
         (whose ``_LATEST`` is followed), a ``vectors.parquet`` path, or a word2vec ``.txt``/``.bin`` file.
         """
         path = Path(location)
-        if (path / LATEST_NAME).exists():
-            path = Path(json.loads((path / LATEST_NAME).read_text())["path"].removeprefix("file:"))
+        if (path / LATEST_NAME).exists():  # its version, in this export root wherever it was copied to
+            path = path / version_name(int(json.loads((path / LATEST_NAME).read_text())["version"]))
             if not path.exists():
                 raise UserError(f"{location}/{LATEST_NAME} names version {path}, which is missing (deleted?); give "
                                 "another published version, or rerun the export stage to publish one")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -19,6 +20,7 @@ from sgns_spark.export import run_export_stage
 from sgns_spark.layout import EXPORT_LATEST, MODEL_LATEST, round_directory, version_directory
 from sgns_spark.lineage import code_version
 from sgns_spark.query import main
+from sgns_spark.train.warm_start import parent_version
 from sgns_spark.vectors import Vectors, word2vec_records
 
 
@@ -110,6 +112,21 @@ def test_query_cli_follows_latest_and_answers(planted_run, capsys):
     assert main([local(storage, "export"), "analogy", "france", "paris", "berlin", "--topn", "1"]) == 0
     assert capsys.readouterr().out.split()[-1] == "germany"
     assert main([local(storage, "export"), "similar", "no-such-word"]) == 2
+
+
+def test_an_export_root_copied_elsewhere_is_followed_to_its_own_version(spark, planted_run, tmp_path):
+    """`_LATEST` names its version's absolute path too; readers followed that path, so an export
+    root copied to a lake (or to another machine) led them back to where it was written, or nowhere."""
+    storage = planted_run["storage"]
+    copy = tmp_path / "lake" / "export"
+    shutil.copytree(local(storage, "export"), copy)
+    latest = json.loads((copy / "_LATEST").read_text())
+    (copy / "_LATEST").write_text(json.dumps({**latest, "path": "file:/machine/it/was/written/on/export"}))
+    (copy / "._LATEST.crc").unlink()  # as a copy by other tools has none
+    version = f"version={latest['version']:06d}"
+    assert Vectors.load(copy).manifest == json.loads((copy / version / "manifest.json").read_text())
+    parent = parent_version(spark, str(copy), planted_run["config"].train.dim)
+    assert parent.path == f"file:{copy}/{version}"
 
 
 def test_reexport_is_a_new_version_normalised_and_old_ones_are_pruned(spark, planted_run):

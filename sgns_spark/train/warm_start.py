@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.errors import UserError
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_ROWS_NAME, SIDE_COLUMN, SIDE_NAMES
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_ROWS_NAME, SIDE_COLUMN, SIDE_NAMES, version_name
 from sgns_spark.storage import Storage
 from sgns_spark.train.model_store import initial_rows, keyed_rows
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
@@ -53,8 +53,8 @@ def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
         When it holds no published version with model rows, or its ``dim`` is not `dim`.
     """
     storage = Storage(spark, location, SETTING)
-    if storage.exists(LATEST_NAME):
-        storage = Storage(spark, storage.read_json(LATEST_NAME)["path"], SETTING)
+    if storage.exists(LATEST_NAME):  # its version, in this export root wherever it was copied to
+        storage = Storage(spark, storage.path(version_name(int(storage.read_json(LATEST_NAME)["version"]))), SETTING)
     if not storage.exists(MANIFEST_NAME):
         raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
                         "give a version directory or an export root with _LATEST")
