@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import signal
 import sys
 import traceback
@@ -33,6 +34,10 @@ EXIT_USER_ERROR = 2
 TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
 OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
 DISK_FULL = "No space left on device"
+# a file system of --input, --root or a warm start's parent that does not answer (an HDFS name node
+# that is down, a wrong host or port), and Hadoop's "Call From <client> to <server> failed" naming it
+UNREACHABLE = re.compile(r"java\.net\.(ConnectException|UnknownHostException|NoRouteToHostException)")
+UNREACHABLE_SERVER = re.compile(r" to (\S+) failed on ")
 WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task whose Python worker died
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
@@ -176,6 +181,14 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
                          "spark.executor.pyspark.memory, locally free memory on this machine) or raise "
                          "train.num_shards, so that each task holds fewer rows")
+    unreachable = next((f"{name} {message}" for name, message in causes if UNREACHABLE.search(f"{name} {message}")),
+                       None)
+    if unreachable is not None:
+        server = UNREACHABLE_SERVER.search(" ".join(message for _, message in causes))
+        kind = UNREACHABLE.search(unreachable).group(1)
+        return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached ({kind}: "
+                         f"{causes[-1][1]}); check the host and port of --input, --root and train.warm_start_from, "
+                         "and that the file system is up")
     if any(DISK_FULL in message for _, message in causes):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")

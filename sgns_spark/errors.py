@@ -27,9 +27,11 @@ class DamagedFileError(UserError):
 
 def java_causes(error: BaseException) -> list[tuple[str, str]]:
     """``(class name, message)`` of a Py4J error's Java exception and each of its causes, outermost
-    first; empty for an error that did not come from the JVM."""
+    first; empty for an error that did not come from the JVM. PySpark turns some Java exceptions
+    into its own (an ``IllegalArgumentException`` for an unknown host, say), which keep the Java
+    one as ``_origin``."""
     causes = []
-    throwable = getattr(error, "java_exception", None)
+    throwable = getattr(error, "java_exception", None) or getattr(error, "_origin", None)
     while throwable is not None and len(causes) < 20:
         causes.append((str(throwable.getClass().getName()), str(throwable.getMessage() or "")))
         throwable = throwable.getCause()

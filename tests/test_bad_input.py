@@ -259,6 +259,23 @@ def test_of_two_runs_creating_the_lock_at_once_exactly_one_gets_it(spark, tmp_pa
     assert os.listdir(tmp_path / "root 50% #1") == []  # no temporary file left
 
 
+@pytest.mark.parametrize("uri,first_words", [
+    ("hdfs://localhost:9/corpus",
+     "a file system at localhost:9 cannot be reached (ConnectException: Connection refused)"),
+    ("hdfs://no-such-host.invalid:8020/corpus",
+     "a file system cannot be reached (UnknownHostException: no-such-host.invalid)"),
+], ids=["refused", "unknown-host"])
+def test_a_file_system_that_cannot_be_reached_is_one_line(spark, uri, first_words):
+    """An HDFS --input, --root or warm-start parent whose name node is down, or whose host is
+    wrong, ended the job with a Python and Java trace, exit 1 (as PySpark's own exception for an
+    unknown host, which the error mapping did not look into)."""
+    with pytest.raises(Exception) as raised:  # noqa: B017 - whatever the JVM and PySpark raise
+        corpus_input(spark, uri)
+    error = user_error_of(raised.value, [])
+    assert str(error) == (f"{first_words}; check the host and port of --input, --root and train.warm_start_from, "
+                          "and that the file system is up")
+
+
 def test_a_lock_of_another_host_is_stale_only_once_its_heartbeat_is_older_than_ten_minutes(spark, tmp_path, capsys):
     root = tmp_path / "root"
     storage = Storage(spark, str(root))
