@@ -181,14 +181,13 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
                          "spark.executor.pyspark.memory, locally free memory on this machine) or raise "
                          "train.num_shards, so that each task holds fewer rows")
-    unreachable = next((f"{name} {message}" for name, message in causes if UNREACHABLE.search(f"{name} {message}")),
+    unreachable = next((found for name, message in causes if (found := UNREACHABLE.search(f"{name} {message}"))),
                        None)
     if unreachable is not None:
         server = UNREACHABLE_SERVER.search(" ".join(message for _, message in causes))
-        kind = UNREACHABLE.search(unreachable).group(1)
-        return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached ({kind}: "
-                         f"{causes[-1][1]}); check the host and port of --input, --root and train.warm_start_from, "
-                         "and that the file system is up")
+        return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached "
+                         f"({unreachable.group(1)}: {causes[-1][1]}); check the host and port of --input, --root "
+                         "and train.warm_start_from, and that the file system is up")
     if any(DISK_FULL in message for _, message in causes):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")

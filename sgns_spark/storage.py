@@ -244,7 +244,9 @@ class Storage:
                       for status in self._filesystem.listStatus(self._hadoop_path(relative)))
 
     def write_text(self, relative: str, text: str) -> None:
-        """Write `text` to `relative` atomically: to a hidden sibling, then renamed over it."""
+        """Write `text` to `relative`: whole to a hidden sibling, then the old file is deleted and the
+        sibling renamed into its place (a reader between the two finds no file; Hadoop's rename
+        does not replace a file on every file system)."""
         temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
         try:
             with self.open_write(temporary) as stream:
