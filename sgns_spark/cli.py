@@ -5,6 +5,7 @@ signal does (one line on stderr, exit code 128 + the signal's number)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import re
 import signal
@@ -188,7 +189,8 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached "
                          f"({unreachable.group(1)}: {causes[-1][1]}); check the host and port of --input, --root "
                          "and train.warm_start_from, and that the file system is up")
-    if any(DISK_FULL in message for _, message in causes):
+    if any(DISK_FULL in message for _, message in causes) or (
+            isinstance(error, OSError) and error.errno == errno.ENOSPC):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")
     return None

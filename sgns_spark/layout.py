@@ -14,6 +14,8 @@ imports this without Spark.
     <root>/_LOCK                             the live run holding the root (sgns_spark.lock)
 """
 
+from typing import Any
+
 RUN_ROOT_FORMAT = 3  # 2: model rounds store each side as its own rows; 3: as chunks of rows
 PUBLISHED_FORMAT = 1  # a published version's files and manifest
 VOCAB_DIRECTORY = "vocab"
@@ -44,6 +46,13 @@ def damage_remedy(relative: str) -> str:
     if relative.startswith(f"{MODEL_DIRECTORY}/") or relative == report_path("train"):
         return "set train.restart=true to train again from round 0"
     return "run the pipeline again on a new --root (or delete this one)"
+
+
+def pointed_number(pointer: Any, key: str) -> int | None:
+    """The round or version a ``_LATEST`` pointer's JSON document names as `key`, or None when it
+    names none (a file edited by hand, say)."""
+    number = pointer.get(key) if isinstance(pointer, dict) else None
+    return number if isinstance(number, int) and not isinstance(number, bool) and number >= 0 else None
 
 
 def report_path(stage: str) -> str:

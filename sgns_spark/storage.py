@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
-from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy
+from sgns_spark.layout import STAGING_DIRECTORY, damage_remedy, pointed_number
 from sgns_spark.spark_metrics import MILLISECONDS
 
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
@@ -191,11 +191,9 @@ class Storage:
         times in 300 tries): there the file is a hard link to a complete temporary file, which
         the system makes at once, or refuses for a name that exists.
         """
-        if self._filesystem.getScheme() == LOCAL_SCHEME:
-            target = Path(str(self._hadoop_path(relative).toUri().getPath()))
-            temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")  # hidden, as the lock is
-            target.parent.mkdir(parents=True, exist_ok=True)  # as Hadoop's create does
-            temporary.write_text(text, encoding="utf-8")
+        target = self._local_file(relative)
+        if target is not None:
+            temporary = written_beside(target, text)
             try:
                 os.link(temporary, target)
             except FileExistsError:
@@ -219,6 +217,12 @@ class Storage:
 
     def _hadoop_path(self, relative: str):
         return self._jvm.org.apache.hadoop.fs.Path(self.path(relative))
+
+    def _local_file(self, relative: str) -> Path | None:
+        """File `relative` as a path of the driver's own disk, or None below a root elsewhere."""
+        if self._filesystem.getScheme() != LOCAL_SCHEME:
+            return None
+        return Path(str(self._hadoop_path(relative).toUri().getPath()))
 
     def exists(self, relative: str) -> bool:
         """Return whether `relative` exists below the root."""
@@ -244,9 +248,22 @@ class Storage:
                       for status in self._filesystem.listStatus(self._hadoop_path(relative)))
 
     def write_text(self, relative: str, text: str) -> None:
-        """Write `text` to `relative`: whole to a hidden sibling, then the old file is deleted and the
-        sibling renamed into its place (a reader between the two finds no file; Hadoop's rename
-        does not replace a file on every file system)."""
+        """Replace file `relative` with `text` in one step: a reader finds the old text or the new,
+        never a part, nor no file (a ``_LATEST`` pointer, polled by the lake's readers).
+
+        The text is written whole to a temporary sibling, which is then renamed over the file: on a
+        local disk by the system's rename, on HDFS by its rename with OVERWRITE (through Hadoop's
+        ``FileContext``; its ``FileSystem`` rename refuses a name that exists). Object stores have
+        no atomic rename, so there the rename is a copy. A local file is written without Hadoop's
+        ``.crc`` file: it would be renamed in a second step, and a reader between the two would
+        find the new text with the old checksum.
+        """
+        target = self._local_file(relative)
+        if target is not None:
+            temporary = written_beside(target, text)
+            target.with_name(f".{target.name}.crc").unlink(missing_ok=True)  # of the text it replaces
+            os.replace(temporary, target)
+            return
         temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
         try:
             with self.open_write(temporary) as stream:
@@ -255,8 +272,11 @@ class Storage:
             with contextlib.suppress(Py4JJavaError):
                 self.delete(temporary)
             raise
-        self.delete(relative)
-        self.move(temporary, relative)
+        hadoop = self._jvm.org.apache.hadoop.fs
+        overwrite = self._spark.sparkContext._gateway.new_array(hadoop.Options.Rename, 1)
+        overwrite[0] = hadoop.Options.Rename.OVERWRITE
+        context = hadoop.FileContext.getFileContext(self._filesystem.getUri(), self._filesystem.getConf())
+        context.rename(self._hadoop_path(temporary), self._hadoop_path(relative), overwrite)
 
     def open_write(self, relative: str) -> HadoopOutput:
         """Open `relative` for writing bytes (a context manager with ``write(bytes)``)."""
@@ -288,6 +308,19 @@ class Storage:
     def read_json(self, relative: str) -> dict[str, Any]:
         """Return the JSON document in file `relative` (`read_text`, then `parse_json`)."""
         return self.parse_json(relative, self.read_text(relative))
+
+    def read_pointer(self, relative: str, key: str) -> dict[str, Any]:
+        """The JSON document of ``_LATEST`` pointer `relative`, which names a round or version as `key`.
+
+        Raises
+        ------
+        DamagedFileError
+            When it cannot be read, is not JSON or names no `key` (`layout.pointed_number`).
+        """
+        pointer = self.read_json(relative)
+        if pointed_number(pointer, key) is None:
+            raise self.damaged(relative, f"it names no {key}")
+        return pointer
 
     def parse_json(self, relative: str, text: str) -> dict[str, Any]:
         """Return the JSON document `text`, read from file `relative` (a UserError when it is not JSON)."""
@@ -345,6 +378,19 @@ class Storage:
     def staging_path(self, name: str) -> str:
         """Return a fresh relative path under the staging directory for output `name`."""
         return f"{STAGING_DIRECTORY}/{name}-{uuid.uuid4().hex}"
+
+
+def written_beside(target: Path, text: str) -> Path:
+    """A complete temporary sibling of local file `target` holding `text`, for a rename into its place
+    (its directory is created, as Hadoop's create does). Nothing is left when the write fails."""
+    temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+    except OSError:  # a full disk, say
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
 
 
 class HadoopOutput:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sgns_spark.errors import UserError
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME, version_name
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME, pointed_number, version_name
 
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
 BINARY_VALUE_BYTES = FLOAT32_LITTLE_ENDIAN.itemsize  # a value's bytes in the word2vec binary format
@@ -81,7 +81,7 @@ class Vectors:
         """
         path = Path(location)
         if (path / LATEST_NAME).exists():  # its version, in this export root wherever it was copied to
-            path = path / version_name(int(json.loads((path / LATEST_NAME).read_text())["version"]))
+            path = path / version_name(latest_version(path / LATEST_NAME))
             if not path.exists():
                 raise UserError(f"{location}/{LATEST_NAME} names version {path}, which is missing (deleted?); give "
                                 "another published version, or rerun the export stage to publish one")
@@ -246,3 +246,21 @@ def _read_binary_word(stream) -> str:
         if character != b"\n":  # the newline word2vec.c writes after each vector
             characters.extend(character)
     return characters.decode("utf-8")
+
+
+def latest_version(pointer: Path) -> int:
+    """The version an export root's ``_LATEST`` file names.
+
+    Raises
+    ------
+    UserError
+        When it is not a JSON pointer naming a version (edited by hand, say).
+    """
+    try:
+        version = pointed_number(json.loads(pointer.read_text(encoding="utf-8")), "version")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        version = None
+    if version is None:
+        raise UserError(f"{pointer} names no version (it is not a JSON pointer with a version number); give a "
+                        "published version directory, or rerun the export stage to publish one")
+    return version

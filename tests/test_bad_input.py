@@ -259,6 +259,16 @@ def test_of_two_runs_creating_the_lock_at_once_exactly_one_gets_it(spark, tmp_pa
     assert os.listdir(tmp_path / "root 50% #1") == []  # no temporary file left
 
 
+def test_a_full_disk_that_python_meets_is_the_disk_full_line():
+    """On a local disk the lock and the pointers are written by Python, whose full disk is an
+    OSError, not a Java exception (`/dev/full` refuses every write as a full disk does)."""
+    with pytest.raises(OSError) as raised, open("/dev/full", "w") as full:
+        full.write("x")
+        full.flush()
+    assert str(user_error_of(raised.value, [])) == ("a disk filled up (No space left on device); free space under "
+                                                    "the run root and spark.local.dir, or choose another --root")
+
+
 @pytest.mark.parametrize("uri,first_words", [
     ("hdfs://localhost:9/corpus",
      "a file system at localhost:9 cannot be reached (ConnectException: Connection refused)"),
@@ -324,10 +334,16 @@ def test_the_heartbeat_refreshes_the_lock_in_place_and_a_failed_refresh_is_tried
 
 
 def point_latest_at(model: Path, model_round: int) -> None:
-    """Edit ``_LATEST`` by hand, as a user rolling back would (its checksum file dropped with it)."""
+    """Edit ``_LATEST`` by hand, as a user rolling back would."""
     latest = json.loads((model / "_LATEST").read_text())
     (model / "_LATEST").write_text(json.dumps({**latest, "round": model_round}))
-    (model / "._LATEST.crc").unlink()
+
+
+def flip_a_byte(path: Path) -> None:
+    """Change a byte in the middle of a file that Spark wrote, beside its checksum file."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 RETRAIN = "set train.restart=true to train again from round 0"
@@ -345,13 +361,18 @@ def copied_run_root(planted_run, directory: Path) -> Path:
 
 @pytest.mark.parametrize("stage,damage,damaged,reason,remedy", [
     (run_export_stage, lambda root: (root / "model" / "_LATEST").write_text("{}"), "model/_LATEST",
-     "its bytes do not match its checksum file", RETRAIN),
+     "it names no round", RETRAIN),
+    (run_export_stage, lambda root: (root / "model" / "_LATEST").write_text('{"round": "9"}'), "model/_LATEST",
+     "it names no round", RETRAIN),
+    (run_export_stage, lambda root: flip_a_byte(min((root / "vocab").glob("part-*"))), "vocab/part-",
+     "its bytes do not match its checksum file", RERUN),
     (run_export_stage, lambda root: point_latest_at(root / "model", 10), "model/round=000010", "it is missing",
      RETRAIN),
     (run_train_stage, lambda root: shutil.rmtree(root / "corpus"), "corpus", "it is missing", RERUN),
     (run_export_stage, lambda root: [part.unlink() for part in (root / "vocab").glob("part-*")], "vocab",
      "it holds no Parquet files", RERUN),
-], ids=["latest-edited", "latest-at-a-missing-round", "corpus-deleted", "vocab-emptied"])
+], ids=["latest-emptied", "latest-round-as-text", "vocab-edited", "latest-at-a-missing-round", "corpus-deleted",
+        "vocab-emptied"])
 def test_a_damaged_run_root_is_named_with_what_to_do(spark, planted_run, tmp_path, stage, damage, damaged, reason,
                                                       remedy):
     """A run root's file changed outside sgns-spark or gone, as a stage reads it: the user error
@@ -482,6 +503,18 @@ def test_the_query_cli_names_the_missing_version_an_export_roots_latest_names(tm
     assert code == 2 and lines == [f"sgns-spark query: error: {export}/_LATEST names version {export}/version=000003, "
                                    "which is missing (deleted?); give another published version, or rerun the "
                                    "export stage to publish one"]
+
+
+@pytest.mark.parametrize("text", ["{}", '{"version": "3"}', "not json", "\udcff"], ids=["empty", "text", "not-json",
+                                                                                        "not-utf-8"])
+def test_the_query_cli_names_an_export_roots_latest_that_names_no_version(tmp_path, capsys, text):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "_LATEST").write_bytes(text.encode("utf-8", "surrogateescape"))
+    code, lines = query(capsys, export, "similar", "paris")
+    assert code == 2 and lines == [f"sgns-spark query: error: {export}/_LATEST names no version (it is not a JSON "
+                                   "pointer with a version number); give a published version directory, or rerun "
+                                   "the export stage to publish one"]
 
 
 def test_the_query_cli_names_bad_words_and_files_in_one_line(word2vec_files, capsys):

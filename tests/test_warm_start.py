@@ -133,7 +133,6 @@ def test_a_damaged_parent_is_named_with_the_setting_to_change(spark, day_one, tm
     parent = tmp_path / "parent"
     shutil.copytree(day_one["version"], parent)
     (parent / MANIFEST_NAME).write_text("{")
-    (parent / f".{MANIFEST_NAME}.crc").unlink()
     with pytest.raises(UserError) as raised:
         parent_version(spark, str(parent), DIM)
     assert_names_damage(str(raised.value), parent, MANIFEST_NAME, "not JSON: ", remedy)

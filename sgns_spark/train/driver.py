@@ -144,7 +144,7 @@ class Trainer:
     def run(self, report: StageReport) -> None:
         """Train every round not yet committed, one Spark job per committed version."""
         latest = read_latest(self.storage)
-        if latest is not None and latest["settings"] != self.settings:
+        if latest is not None and latest.get("settings") != self.settings:
             raise UserError(
                 f"run root {self.storage.root} holds model rounds trained with other settings; "
                 "set train.restart=true to start over, or use a new output root"

@@ -69,7 +69,7 @@ def shuffle_rows(records: RDD, groups: int) -> RDD:
 
 def read_latest(storage: Storage) -> dict | None:
     """The ``_LATEST`` pointer, or None before the first round is committed."""
-    return storage.read_json(MODEL_LATEST) if storage.exists(MODEL_LATEST) else None
+    return storage.read_pointer(MODEL_LATEST, "round") if storage.exists(MODEL_LATEST) else None
 
 
 def read_round(storage: Storage, model_round: int) -> DataFrame:

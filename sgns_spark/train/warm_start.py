@@ -54,7 +54,8 @@ def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
     """
     storage = Storage(spark, location, SETTING)
     if storage.exists(LATEST_NAME):  # its version, in this export root wherever it was copied to
-        storage = Storage(spark, storage.path(version_name(int(storage.read_json(LATEST_NAME)["version"]))), SETTING)
+        version = storage.read_pointer(LATEST_NAME, "version")["version"]
+        storage = Storage(spark, storage.path(version_name(version)), SETTING)
     if not storage.exists(MANIFEST_NAME):
         raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
                         "give a version directory or an export root with _LATEST")
