@@ -12,6 +12,7 @@ imports this without Spark.
     <root>/reports/<stage>.json              each stage's report, written last
     <root>/_staging/                         work in progress, renamed into place when complete
     <root>/_LOCK                             the live run holding the root (sgns_spark.lock)
+    <root>/_LOCK.takeover                    the run deleting a stale lock, for milliseconds
 """
 
 from typing import Any
@@ -26,6 +27,7 @@ EXPORT_DIRECTORY = "export"
 STAGING_DIRECTORY = "_staging"
 LATEST_NAME = "_LATEST"
 LOCK_FILE = "_LOCK"
+TAKEOVER_FILE = f"{LOCK_FILE}.takeover"
 MODEL_LATEST = f"{MODEL_DIRECTORY}/{LATEST_NAME}"
 EXPORT_LATEST = f"{EXPORT_DIRECTORY}/{LATEST_NAME}"
 ROUND_PREFIX, VERSION_PREFIX = "round=", "version="
@@ -41,7 +43,7 @@ MANIFEST_NAME = "manifest.json"
 def damage_remedy(relative: str) -> str:
     """What a user can do when the run root's file `relative` is damaged (changed outside
     sgns-spark, or cut short on disk)."""
-    if relative == LOCK_FILE:
+    if relative in (LOCK_FILE, TAKEOVER_FILE):
         return "delete it if no run uses the root"
     if relative.startswith(f"{MODEL_DIRECTORY}/") or relative == report_path("train"):
         return "set train.restart=true to train again from round 0"

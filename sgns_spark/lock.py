@@ -7,7 +7,8 @@ heartbeat is the file's modification time, which the holder sets to now every
 and between the two another run could find the root free and take it. A lock is *stale*, and
 taken over with a message, when its holder is a process of this host that no longer exists, or
 when its heartbeat is older than `STALE_AFTER_SECONDS` (its holder, on whatever host, was killed
-without cleaning up).
+without cleaning up). Only the run holding ``<root>/_LOCK.takeover`` deletes a stale lock
+(`RunLock._take_over`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import time
 from py4j.protocol import Py4JJavaError
 
 from sgns_spark.errors import DamagedFileError, UserError, java_causes
-from sgns_spark.layout import LOCK_FILE
+from sgns_spark.layout import LOCK_FILE, TAKEOVER_FILE
 from sgns_spark.storage import Storage
 
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 600.0  # twenty missed heartbeats
 ACQUIRE_ATTEMPTS = 5  # tries to create the lock when another run releases or abandons it meanwhile
+TAKEOVER_WAIT_SECONDS = 0.2  # between tries while another run holds the takeover guard (it takes milliseconds)
+TAKEOVER_STALE_SECONDS = 60.0  # a guard this old was left by a run killed in the middle of a takeover
 
 
 def utc_now() -> datetime.datetime:
@@ -45,13 +48,13 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def stale_reason(holder: dict, heartbeat: float) -> str | None:
+def stale_reason(holder: dict, heartbeat: float, stale_after: float = STALE_AFTER_SECONDS) -> str | None:
     """Why the lock of `holder`, last refreshed at `heartbeat` (seconds since the epoch), no
-    longer protects a live run, or None while it does."""
+    longer protects a live run, or None while it does (`stale_after` seconds without a heartbeat)."""
     if holder.get("host") == socket.gethostname() and not process_exists(int(holder.get("pid", -1))):
         return f"its holder, pid {holder.get('pid')} on this host, is gone"
     age = time.time() - heartbeat
-    if age > STALE_AFTER_SECONDS:
+    if age > stale_after:
         return f"its heartbeat is {age:.0f} s old"
     return None
 
@@ -77,13 +80,10 @@ class RunLock:
             if self.storage.create_exclusive(LOCK_FILE, json.dumps(self.holder)):
                 self.heartbeat.start()
                 return self
-            try:
-                holder = self.storage.read_json(LOCK_FILE)
-                heartbeat = self.storage.modified_at(LOCK_FILE)
-            except (DamagedFileError, Py4JJavaError):
-                if not self.storage.exists(LOCK_FILE):  # released meanwhile
-                    continue
-                raise
+            found = self._read(LOCK_FILE)
+            if found is None:  # released or taken over meanwhile
+                continue
+            holder, heartbeat = found
             reason = stale_reason(holder, heartbeat)
             if reason is None:
                 raise UserError(
@@ -91,10 +91,42 @@ class RunLock:
                     f"{holder.get('pid')} on host {holder.get('host')} since {holder.get('started_utc')}; "
                     f"wait for it to end, or delete {self.storage.path(LOCK_FILE)} if that run is dead"
                 )
-            print(f"[lock] taking over the lock of {self.storage.root}: {reason}", flush=True)
-            self.storage.delete(LOCK_FILE)
+            self._take_over(holder, reason)
         raise UserError(f"could not take the lock {self.storage.path(LOCK_FILE)}: other runs keep taking it; "
                         "start one run per root")
+
+    def _read(self, relative: str) -> tuple[dict, float] | None:
+        """The holder and heartbeat of lock file `relative`, or None when it is gone. A file that
+        another run deleted and made again between the two reads is read again."""
+        try:
+            return self.storage.read_json(relative), self.storage.modified_at(relative)
+        except (DamagedFileError, Py4JJavaError):
+            if not self.storage.exists(relative):
+                return None
+        return self.storage.read_json(relative), self.storage.modified_at(relative)
+
+    def _take_over(self, holder: dict, reason: str) -> None:
+        """Delete the stale lock of `holder`, holding the takeover guard, once it is still that lock.
+
+        Two runs that found one lock stale both deleted it, and the later delete could remove the
+        lock the other had just made, so both ran (two threads: 2 of 2 races). Only the holder of
+        the guard deletes, and only the lock it judged stale; the other waits for the guard and
+        then finds the first's lock, live. A guard left by a run killed in a takeover is taken
+        over in the same way as a lock (its holder gone, or older than `TAKEOVER_STALE_SECONDS`).
+        """
+        if not self.storage.create_exclusive(TAKEOVER_FILE, json.dumps(self.holder)):
+            guard = self._read(TAKEOVER_FILE)
+            if guard is not None and stale_reason(*guard, stale_after=TAKEOVER_STALE_SECONDS) is not None:
+                self.storage.delete(TAKEOVER_FILE)
+            time.sleep(TAKEOVER_WAIT_SECONDS)
+            return
+        try:
+            found = self._read(LOCK_FILE)
+            if found is not None and found[0] == holder:
+                print(f"[lock] taking over the lock of {self.storage.root}: {reason}", flush=True)
+                self.storage.delete(LOCK_FILE)
+        finally:
+            self.storage.delete(TAKEOVER_FILE)
 
     def _beat(self) -> None:
         """Refresh the heartbeat until the lock is released. A refresh that fails (a file system

@@ -46,6 +46,8 @@ from sgns_spark.vectors import Vectors
 
 WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 LOCK_RACES = 100  # two runs creating the lock at once, this many times
+TAKEOVER_RACES = 50  # two runs taking over one stale lock at once, this many times
+DEAD_PID = 2 ** 22 + 1  # above Linux's largest pid (pid_max is at most 2^22): no process has it
 
 
 def run_job(job, root, *arguments):
@@ -267,6 +269,39 @@ def test_a_full_disk_that_python_meets_is_the_disk_full_line():
         full.flush()
     assert str(user_error_of(raised.value, [])) == ("a disk filled up (No space left on device); free space under "
                                                     "the run root and spark.local.dir, or choose another --root")
+
+
+def test_of_two_runs_taking_over_one_stale_lock_at_once_exactly_one_gets_it(spark, tmp_path, monkeypatch):
+    """Two runs that both found a dead run's lock stale both deleted "it": the later delete could
+    remove the lock the other had just made, and then both ran on the root (at race 1)."""
+    monkeypatch.setattr(lock, "TAKEOVER_WAIT_SECONDS", 0.01)  # the loser's wait for the guard
+    root = tmp_path / "root"
+    storage = Storage(spark, str(root))
+    storage.check_writable()
+    now = datetime.datetime.now(datetime.UTC)
+
+    def race(name, barrier, won, refused):
+        run = lock.RunLock(storage, name)
+        barrier.wait()
+        try:
+            run.__enter__()
+        except UserError as error:
+            refused.append(str(error))
+            return
+        won.append(run)
+
+    for attempt in range(TAKEOVER_RACES):
+        live_lock(root, DEAD_PID, now)
+        barrier, won, refused = threading.Barrier(2), [], []
+        racers = [threading.Thread(target=race, args=(f"run {name}", barrier, won, refused)) for name in "ab"]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        assert len(won) == 1 and json.loads((root / "_LOCK").read_text()) == won[0].holder, (attempt, refused)
+        assert len(refused) == 1 and " is in use by the run " in refused[0], refused
+        won[0].__exit__(None, None, None)
+    assert os.listdir(root) == []  # no lock, no takeover guard left
 
 
 @pytest.mark.parametrize("uri,first_words", [
