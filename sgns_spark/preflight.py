@@ -57,9 +57,12 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
         sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it), or
         holds a file compressed in a way Spark does not read (`check_compression`).
     """
-    directories, files = list_files(spark, path, INPUT_SETTING)
-    if not files:
+    listing = list_files(spark, path, INPUT_SETTING)
+    if listing is None:
         raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
+    directories, files = listing
+    if not files:
+        raise empty_corpus(path)
     for entry in files:
         if OUTPUT_MARKER.search(entry.path):
             raise UserError(f"input corpus {path} holds sgns-spark output ({entry.path}), whose files would be read "
@@ -67,6 +70,12 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
                             "outside it")
         check_compression(spark, entry)
     return CorpusInput(path, tuple(directories), tuple(files))
+
+
+def empty_corpus(path: str) -> UserError:
+    """The error for an input corpus without text: its files are empty, or hidden, which Spark does not read."""
+    return UserError(f"input corpus {path} is empty; point CORPUS= (--input) at text (names starting with _ or . "
+                     "are not read)")
 
 
 def check_compression(spark: SparkSession, entry: FileEntry) -> None:

@@ -23,7 +23,7 @@ from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, VOCAB_DIRECTORY, report_path
 from sgns_spark.lineage import corpus_fingerprint, fingerprint_text, input_files
 from sgns_spark.memory import peak_rss_mib
-from sgns_spark.preflight import CorpusInput, listed_spelling, unreadable_file
+from sgns_spark.preflight import CorpusInput, empty_corpus, listed_spelling, unreadable_file
 from sgns_spark.storage import FileEntry, Storage, file_key, same_file
 from sgns_spark.tokenize import (
     LINE_SEPARATOR,
@@ -261,7 +261,7 @@ def check_corpus_text(input_path: str, totals, config: Config) -> None:
     """Refuse an empty corpus, one that is not text, or one with no tokens."""
     input_bytes = totals["input_bytes"] or 0
     if input_bytes == 0:
-        raise UserError(f"input corpus {input_path} is empty; point CORPUS= (--input) at text")
+        raise empty_corpus(input_path)
     invalid_fraction = (totals["invalid_bytes"] or 0) / input_bytes
     if invalid_fraction > config.corpus.max_invalid_utf8_fraction:
         raise UserError(
