@@ -109,10 +109,11 @@ class RunLock:
         """Delete the stale lock of `holder`, holding the takeover guard, once it is still that lock.
 
         Two runs that found one lock stale both deleted it, and the later delete could remove the
-        lock the other had just made, so both ran (two threads: 2 of 2 races). Only the holder of
-        the guard deletes, and only the lock it judged stale; the other waits for the guard and
-        then finds the first's lock, live. A guard left by a run killed in a takeover is taken
-        over in the same way as a lock (its holder gone, or older than `TAKEOVER_STALE_SECONDS`).
+        lock the other had just made, so both ran (two threads racing: at race 1 in one try, race
+        4 in another). Only the holder of the guard deletes, and only the lock it judged stale;
+        the other waits for the guard and then finds the first's lock, live. A guard left by a run
+        killed in a takeover is taken over in the same way as a lock (its holder gone, or older
+        than `TAKEOVER_STALE_SECONDS`).
         """
         if not self.storage.create_exclusive(TAKEOVER_FILE, json.dumps(self.holder)):
             guard = self._read(TAKEOVER_FILE)

@@ -29,7 +29,6 @@ from sgns_spark.spark_metrics import MILLISECONDS
 
 COPY_BUFFER_BYTES = 1 << 20  # the JVM's buffer when concatenating part files
 PART_FILE_PREFIX = "part-"  # Spark's data files; _SUCCESS and checksum files are skipped
-HIDDEN_PREFIXES = ("_", ".")  # names Spark's file sources skip, as these listings do
 PROBE_PREFIX = "_write-probe-"
 MISSING_FILESYSTEM_SIGNS = ("No FileSystem for scheme", "ClassNotFoundException")
 RUN_ROOT_SETTING = "the run root (--root)"
