@@ -8,6 +8,7 @@ module is the one place that reaches the JVM's Hadoop classes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -279,11 +280,17 @@ class Storage:
             with contextlib.suppress(Py4JJavaError):
                 self.delete(temporary)
             raise
-        hadoop = self._jvm.org.apache.hadoop.fs
-        overwrite = self._spark.sparkContext._gateway.new_array(hadoop.Options.Rename, 1)
-        overwrite[0] = hadoop.Options.Rename.OVERWRITE
-        context = hadoop.FileContext.getFileContext(self._filesystem.getUri(), self._filesystem.getConf())
-        context.rename(self._hadoop_path(temporary), self._hadoop_path(relative), overwrite)
+        rename = self._jvm.org.apache.hadoop.fs.Options.Rename
+        overwrite = self._spark.sparkContext._gateway.new_array(rename, 1)
+        overwrite[0] = rename.OVERWRITE
+        self._file_context.rename(self._hadoop_path(temporary), self._hadoop_path(relative), overwrite)
+
+    @functools.cached_property
+    def _file_context(self):
+        """Hadoop's FileContext of the root's file system, whose rename can replace a file; made
+        once per root (on HDFS each one holds a client of its own)."""
+        return self._jvm.org.apache.hadoop.fs.FileContext.getFileContext(self._filesystem.getUri(),
+                                                                         self._filesystem.getConf())
 
     def open_write(self, relative: str) -> HadoopOutput:
         """Open `relative` for writing bytes (a context manager with ``write(bytes)``)."""
