@@ -27,6 +27,7 @@ from sgns_spark.preflight import (
     damaged_file,
     unreadable_file,
 )
+from sgns_spark.progress import Progress
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import parent_version
@@ -125,7 +126,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
             check_root_outside(corpus, storage)
         roots = read_roots(spark, stage, config, storage)
         storage.check_writable()
-        with RunLock(storage, stage):
+        with RunLock(storage, stage), Progress(spark, stage, config.spark.progress_seconds):
             body(Job(spark, config, storage, corpus))
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
         user_error = user_error_of(error, roots)

@@ -87,6 +87,8 @@ class SparkSettings:
                                     low=1000, high=10_000_000)
     log_level: str = setting("WARN", "Spark's log level; DEBUG also prints traces of user errors",
                              choices=LOG_LEVELS)
+    progress_seconds: int = setting(60, "while a Spark job runs, a line of its tasks done this often; 0 = none",
+                                    unit="s", low=0, high=86_400)
 
 
 @dataclass(frozen=True)

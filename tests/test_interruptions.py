@@ -26,13 +26,15 @@ from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
 RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
+PROGRESS_SECONDS = 1  # the runs report progress too, so that signals and kills meet its thread
+PROGRESS = re.compile(r"^\[pipeline\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done", re.MULTILINE)
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
 
 
 def pipeline_command(root: Path, corpus: Path) -> list[str]:
     return [sys.executable, str(JOBS / "pipeline.py"), "--root", str(root), "--input", str(corpus),
             *PLANTED_ARGUMENTS,
-            "--set", "spark.master=local[2]"]
+            "--set", "spark.master=local[2]", "--set", f"spark.progress_seconds={PROGRESS_SECONDS}"]
 
 
 def watched_run(command: list[str], directory: Path, name: str, on_commit: Callable) -> tuple[list[int], str, str, int]:
@@ -108,6 +110,7 @@ def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undist
     assert returncode == 0, stderr[-3000:]
     assert killed and WORKER_CRASH in stderr, stderr[-3000:]
     assert committed_rounds[0] == latest + 1 and "[export] published version 1" in output
+    assert PROGRESS.search(output), output
     ours = read_round_files(root / "model" / LAST_ROUND)
     reference = planted_run["storage"]
     expected = read_round_files(Path(reference.path(f"model/{LAST_ROUND}").removeprefix("file:")))

@@ -1,0 +1,39 @@
+"""Progress lines: a running Spark job's tasks and stages, read from Spark's status tracker."""
+
+import re
+import time
+
+from sgns_spark.progress import Progress, elapsed_text
+
+TASK_SECONDS = 1.5  # each of the job's tasks sleeps this long
+TASKS = 4
+INTERVAL = 0.4  # seconds between progress lines
+LINE = re.compile(r"\[train\] working for (\d+)s: Spark job (\d+) has (\d) of 4 tasks done \((\d) of 1 stages\), "
+                  r"(\d) running")
+
+
+def test_elapsed_time_reads_in_seconds_minutes_or_hours():
+    assert [elapsed_text(seconds) for seconds in (0, 45.9, 125, 3600 + 125)] == ["0s", "45s", "2m05s", "1h02m"]
+
+
+def test_a_running_jobs_tasks_are_printed_while_it_runs(spark, capsys):
+    with Progress(spark, "train", INTERVAL) as progress:
+        spark.sparkContext.parallelize(range(TASKS), TASKS).foreach(lambda _: time.sleep(TASK_SECONDS))
+        ran = spark.sparkContext.statusTracker().getJobIdsForGroup()
+    assert not progress.thread.is_alive()  # its reporting ends with the context
+    lines = capsys.readouterr().out.splitlines()
+    found = [LINE.fullmatch(line) for line in lines]
+    assert lines and all(found), lines
+    assert {int(match.group(2)) for match in found} == {max(ran)}  # the job that ran
+    # Spark's tracker is fed by its listener bus, a second or two behind the tasks (measured): the
+    # counts only grow, and some line sees tasks running
+    done = [int(match.group(3)) for match in found]
+    assert done == sorted(done) and max(int(match.group(5)) for match in found) > 0, lines
+    elapsed = [int(match.group(1)) for match in found]
+    assert elapsed == sorted(elapsed) and elapsed[-1] >= TASK_SECONDS, lines
+
+
+def test_no_line_when_progress_is_off(spark, capsys):
+    with Progress(spark, "train", 0):
+        spark.sparkContext.parallelize(range(2), 2).foreach(lambda _: time.sleep(2 * INTERVAL))
+    assert capsys.readouterr().out == ""
