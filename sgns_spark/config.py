@@ -21,6 +21,7 @@ from typing import Any
 from sgns_spark.errors import UserError
 
 UNICODE_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
+WORD_SEPARATORS = r"[^\p{L}\p{N}_]+"  # the default split pattern: a token is a run of letters, digits and _
 LOG_LEVELS = ("ERROR", "WARN", "INFO", "DEBUG")
 MEMORY_PATTERN = re.compile(r"^(\d+)([kmgt])$", re.IGNORECASE)
 MEMORY_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}  # MiB per unit letter
@@ -97,7 +98,7 @@ class CorpusSettings:
 
     unicode_normalization: str = setting("NFKC", "Unicode normalisation before splitting", choices=UNICODE_FORMS)
     lowercase: bool = setting(True, "lowercase every token")
-    split_pattern: str = setting(r"[^\p{L}\p{N}_]+", "RE2 regex matching the text *between* tokens")
+    split_pattern: str = setting(WORD_SEPARATORS, "RE2 regex matching the text *between* tokens")
     max_sentence_length: int = setting(1000, "longer lines are cut into sentences of at most this many",
                                        unit="tokens", low=10, high=100_000)
     max_invalid_utf8_fraction: float = setting(
@@ -376,7 +377,7 @@ def _validate_split_pattern(pattern: str) -> None:
     import pyarrow.compute as pc
 
     if not pattern:
-        raise UserError("corpus.split_pattern must not be empty; the default is [^\\p{L}\\p{N}_]+")
+        raise UserError(f"corpus.split_pattern must not be empty; the default is {WORD_SEPARATORS}")
     try:
         pc.split_pattern_regex(pa.array(["probe text"]), pattern=pattern)
     except pa.ArrowInvalid as error:

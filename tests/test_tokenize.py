@@ -2,6 +2,7 @@ import gzip
 import math
 import os
 import re
+import string
 import unicodedata
 from collections import Counter
 
@@ -14,13 +15,16 @@ from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import line_files, read_corpus, run_vocab_stage
 from sgns_spark.storage import Storage, list_files
 from sgns_spark.tokenize import (
+    ASCII_LIMIT,
     LINE_SEPARATOR,
     MAX_LINE_BYTES,
     PATHS_PER_LISTING_TASK,
+    ascii_token_bytes,
     count_words,
     read_records,
     read_sentences,
     sentence_lengths,
+    split_batch,
     split_text,
 )
 
@@ -48,6 +52,41 @@ def test_split_text_normalises_and_keeps_line_structure():
     tokens, line_lengths = split_text("ＡＢＣ Straße, ﬁne!\n\nÉcole 42_x", settings)
     assert tokens.to_pylist() == ["abc", "straße", "fine", "école", "42_x"]
     assert line_lengths.tolist() == [3, 0, 2]
+
+
+def test_the_default_patterns_ascii_table_keeps_letters_digits_and_underscores():
+    token_bytes = ascii_token_bytes(make_config().corpus)
+    assert bytes(np.flatnonzero(token_bytes).astype(np.uint8)).decode() == (
+        string.digits + string.ascii_uppercase + "_" + string.ascii_lowercase)
+    assert ascii_token_bytes(make_config("corpus.split_pattern=[ ]+").corpus) is None  # another pattern: the regex
+
+
+@pytest.mark.parametrize("overrides", [(), ("corpus.lowercase=false",), ("corpus.unicode_normalization=none",),
+                                       ("corpus.unicode_normalization=NFD",), ("corpus.split_pattern=[^a-z]+",)])
+def test_a_batch_is_split_as_the_pattern_splits_it_line_by_line(overrides):
+    """`split_batch`, whose ASCII lines go by a byte table, against `split_text`, the pattern on
+    every line: random lines of ASCII (every character, control ones too), letters of other
+    scripts, compatibility forms, emoji and bytes that are not UTF-8, in every mix."""
+    settings = make_config(*overrides).corpus
+    generator = np.random.default_rng(7)
+    ascii_pieces = [chr(code) for code in range(ASCII_LIMIT) if chr(code) != "\n"] + ["Word", "x_1", "  ", "42"]
+    wide_pieces = ["École", "straße", "ＡＢＣ", "ﬁne", "日本語", "🙂", "Ωμέγα", "e\u0301"]
+    batches = [b"", b"\n", b"\n\n", b"Ab_1\n", b"\n\ncaf\xc3\xa9 Bar\n", b"x\0y z\r\n\xff"]
+    for mix in (0.0, 0.05, 0.5, 1.0):  # the share of lines that are not ASCII
+        lines = []
+        for _ in range(300):
+            pieces = ascii_pieces + (wide_pieces if generator.random() < mix else [])
+            chosen = generator.choice(len(pieces), size=generator.integers(0, 30))
+            line = "".join(pieces[index] for index in chosen).encode("utf-8")
+            lines.append(line + (b"\xff\xfe" if mix and generator.random() < 0.1 else b""))
+        batches.append(b"\n".join(lines))
+    for batch in batches:
+        raw = np.frombuffer(batch, dtype=np.uint8)
+        text = batch.decode("utf-8", errors="replace")
+        tokens, line_lengths = split_batch(raw, text, settings)
+        expected_tokens, expected_lengths = split_text(text, settings)
+        assert tokens.to_pylist() == expected_tokens.to_pylist()
+        assert line_lengths.tolist() == expected_lengths.tolist()
 
 
 def test_giant_single_line_is_split_over_partitions_without_loss(spark, tmp_path):
