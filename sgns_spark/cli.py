@@ -30,7 +30,7 @@ from sgns_spark.preflight import (
 from sgns_spark.progress import Progress
 from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
 from sgns_spark.storage import Storage
-from sgns_spark.train.warm_start import parent_version
+from sgns_spark.train.warm_start import run_parent
 
 EXIT_USER_ERROR = 2
 TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
@@ -154,9 +154,9 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
 
 def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage) -> list[Storage]:
     """The roots whose files a job reads: its run root (`storage`), and for a training job a warm
-    start's parent version, which is resolved and checked here, before any work (`parent_version`)."""
+    start's parent version, which is resolved and checked here, before any work (`run_parent`)."""
     if stage in TRAINING_STAGES and config.train.warm_start_from:
-        return [storage, parent_version(spark, config.train.warm_start_from, config.train.dim).storage(spark)]
+        return [storage, run_parent(spark, config, storage).storage(spark)]
     return [storage]
 
 

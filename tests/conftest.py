@@ -16,6 +16,8 @@ import pytest
 from sgns_spark.config import load_config
 from sgns_spark.session import build_session
 from sgns_spark.storage import Storage
+from sgns_spark.train.model_store import read_latest, read_side
+from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 JOBS = Path(__file__).resolve().parents[1] / "jobs"  # the entry points, which some tests run as subprocesses
@@ -64,6 +66,14 @@ def cut_short(path: Path) -> None:
     """Keep a file's first 300 bytes, and drop its checksum file so that Hadoop reads it unchecked."""
     path.write_bytes(path.read_bytes()[:300])
     path.with_name(f".{path.name}.crc").unlink()
+
+
+def model_matrix(spark, storage) -> np.ndarray:
+    """Both sides of the newest round, side by side, in id order."""
+    latest = read_latest(storage)["round"]
+    sides = [read_side(storage, latest, side).toArrow().sort_by("id") for side in (INPUT_SIDE, OUTPUT_SIDE)]
+    return np.concatenate([np.asarray(side.column("vector").combine_chunks().flatten()).reshape(side.num_rows, -1)
+                           for side in sides], axis=1)
 
 
 def make_config(*overrides: str):

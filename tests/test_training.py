@@ -13,6 +13,7 @@ from conftest import (
     JOBS,
     job_environment,
     make_config,
+    model_matrix,
     read_round_files,
     train_planted,
     write_planted_corpus,
@@ -53,14 +54,6 @@ def model_vectors(spark, storage) -> Vectors:
     table = spark.read.parquet(storage.path("vocab")).join(model, "id").orderBy("id").toArrow()
     matrix = np.asarray(table.column("vector").combine_chunks().flatten(), np.float32).reshape(table.num_rows, -1)
     return Vectors(table.column("word").to_pylist(), matrix)
-
-
-def model_matrix(spark, storage) -> np.ndarray:
-    """Both sides of the newest round, side by side, in id order."""
-    latest = read_latest(storage)["round"]
-    sides = [read_side(storage, latest, side).toArrow().sort_by("id") for side in (INPUT_SIDE, OUTPUT_SIDE)]
-    return np.concatenate([np.asarray(side.column("vector").combine_chunks().flatten()).reshape(side.num_rows, -1)
-                           for side in sides], axis=1)
 
 
 def planted_neighbour_rate(vectors: Vectors, topn: int = 5) -> float:

@@ -5,22 +5,24 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_names_damage, cut_short, make_config
+from conftest import assert_names_damage, cut_short, make_config, model_matrix
 
 from sgns_spark.cli import read_roots, user_error_of
 from sgns_spark.errors import UserError
 from sgns_spark.export import parent_drift, run_export_stage
-from sgns_spark.layout import MANIFEST_NAME, MODEL_ROWS_NAME, PARQUET_NAME
+from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_LATEST, MODEL_ROWS_NAME, PARQUET_NAME, round_directory
 from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.storage import Storage
 from sgns_spark.summary import print_export_summary
 from sgns_spark.train.driver import run_train_stage
-from sgns_spark.train.model_store import initial_rows
+from sgns_spark.train.model_store import initial_rows, read_latest
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
-from sgns_spark.train.warm_start import WarmStart, parent_version
+from sgns_spark.train.warm_start import WarmStart, parent_version, run_parent
 
 DIM = 8
 SETTINGS = (f"train.dim={DIM}", "train.window=3", "train.num_shards=2", "vocab.min_count=1", "train.seed=4")
@@ -148,6 +150,72 @@ def test_a_damaged_parent_is_named_with_the_setting_to_change(spark, day_one, tm
     error = str(user_error_of(raised.value, read_roots(spark, "train", config, storage)))  # as the job maps it
     assert_names_damage(error, parent, f"{MODEL_ROWS_NAME}/part-", "", remedy)
     assert not storage.exists("model")
+
+
+def rewrite(path, text):
+    """Replace a file of a local Hadoop file system, and drop its checksum file."""
+    path.write_text(text)
+    path.with_name(f".{path.name}.crc").unlink(missing_ok=True)
+
+
+def test_a_resumed_run_keeps_the_parent_of_its_first_rounds_when_the_parent_root_publishes_again(
+        spark, day_one, tmp_path):
+    """Day two is stopped after round 3 of 4; meanwhile day one's export root publishes a second
+    version without five of the shared words. The resumed run still trains from the first
+    version, bit for bit as if undisturbed, and names it as the parent; a pinned parent that
+    changed or went is refused in one line, and train.restart=true follows the export root again."""
+    parent_root = tmp_path / "parent-export"
+    shutil.copytree(day_one["export"].removeprefix("file:"), parent_root)
+    first = parent_root / day_one["version"].rsplit("/", 1)[1]
+    config = make_config(*SETTINGS, f"train.warm_start_from={parent_root}", "train.commit_words=1")
+    storage = Storage(spark, str(tmp_path / "root"))
+    run_vocab_stage(spark, config, corpus_input(spark, str(write_corpus(tmp_path / "corpus.txt", DAY_TWO_WORDS, 2))),
+                    storage)
+    run_train_stage(spark, config, storage)
+    undisturbed = model_matrix(spark, storage)
+    pinned = {"path": f"file:{first}",
+              "manifest_sha256": hashlib.sha256((first / MANIFEST_NAME).read_bytes()).hexdigest()}
+    assert read_latest(storage)["warm_start_parent"] == pinned
+    assert storage.read_json("reports/train.json")["counts"]["warm_start"]["parent"] == pinned
+
+    def stop_after_round_3():
+        storage.delete(round_directory(4))
+        storage.write_json(MODEL_LATEST, {**read_latest(storage), "round": 3})
+        storage.delete("reports/train.json")
+
+    second = parent_root / "version=000002"
+    shutil.copytree(first, second)
+    rows = pq.read_table(second / MODEL_ROWS_NAME)
+    shutil.rmtree(second / MODEL_ROWS_NAME)
+    (second / MODEL_ROWS_NAME).mkdir()
+    pq.write_table(rows.filter(pc.invert(pc.is_in(rows.column("word"), pa.array(DAY_TWO_WORDS[:5])))),
+                   second / MODEL_ROWS_NAME / "part-00000.parquet")
+    rewrite(second / MANIFEST_NAME, (first / MANIFEST_NAME).read_text() + " ")
+    latest = json.loads((parent_root / LATEST_NAME).read_text())
+    rewrite(parent_root / LATEST_NAME, json.dumps({**latest, "version": 2, "path": f"file:{second}"}))
+    assert parent_version(spark, str(parent_root), DIM).path == f"file:{second}"
+
+    stop_after_round_3()
+    assert read_roots(spark, "train", config, storage)[1].root == f"file:{first}"
+    run_train_stage(spark, config, storage)
+    report = storage.read_json("reports/train.json")["counts"]
+    assert report["resumed_from_round"] == 3 and report["warm_start"]["parent"] == pinned
+    np.testing.assert_array_equal(model_matrix(spark, storage), undisturbed)
+
+    restart = f"set train.restart=true to train again from train.warm_start_from = {parent_root} as it is now"
+    stop_after_round_3()
+    rewrite(first / MANIFEST_NAME, (first / MANIFEST_NAME).read_text() + "\n")
+    with pytest.raises(UserError) as raised:
+        run_train_stage(spark, config, storage)
+    assert str(raised.value) == (f"the model rounds in {storage.root} were trained from file:{first}, whose "
+                                 f"manifest has changed since (another SHA-256); {restart}")
+    shutil.rmtree(first)
+    with pytest.raises(UserError, match=f"were trained from file:{first}, which no longer holds a published "
+                                        f"version; {restart}$"):
+        run_train_stage(spark, config, storage)
+    restarted = make_config(*SETTINGS, f"train.warm_start_from={parent_root}", "train.commit_words=1",
+                            "train.restart=true")
+    assert run_parent(spark, restarted, storage).path == f"file:{second}"
 
 
 def reference_drift(new_table, parent_table, neighbours=10):

@@ -55,7 +55,7 @@ from sgns_spark.train.task import (
     source_pairs,
     train_phase,
 )
-from sgns_spark.train.warm_start import WarmStart, parent_version
+from sgns_spark.train.warm_start import WarmStart, run_parent
 from sgns_spark.vocab import ENCODED_SCHEMA
 
 POSITION_SALT = 1  # keeps a sentence's round independent of other hashes of its key
@@ -136,8 +136,8 @@ class Trainer:
         self.corpus = corpus.select("sentence_key", "ids", sentence_position(train.seed).alias("position"))
         self.warm_start = None
         if train.warm_start_from:
-            self.warm_start = WarmStart(spark, parent_version(spark, train.warm_start_from, train.dim),
-                                        vocab.select("word", "id"), self.vocab_size)
+            self.warm_start = WarmStart(spark, run_parent(spark, config, storage), vocab.select("word", "id"),
+                                        self.vocab_size)
         self.carried = self.warm_start.carried if self.warm_start else None  # a broadcast
         self.commit_seconds = 0.0  # the driver's time moving committed versions into place
 
@@ -249,8 +249,9 @@ class Trainer:
             )
         last = job[-1]
         committing = time.perf_counter()
+        pin = self.warm_start.parent.pin() if self.warm_start else {}
         commit_round(self.storage, staged, {"round": last.number, "epoch": last.epoch,
-                                            "round_in_epoch": last.index, "settings": self.settings},
+                                            "round_in_epoch": last.index, "settings": self.settings, **pin},
                      train.keep_rounds)
         self.commit_seconds += time.perf_counter() - committing
         seconds = time.perf_counter() - started

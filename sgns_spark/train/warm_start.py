@@ -6,6 +6,10 @@ very rows a cold start would give them; words the new vocabulary lacks are dropp
 are matched by a Spark join on the word: the driver holds one vocabulary-sized flag array (which
 ids are carried over), never rows or a dictionary of words. The carried rows learn from their
 own rate, ``train.warm_start_learning_rate``, and new words from ``train.learning_rate``.
+
+A run root's training keeps one parent: every committed model round pins the version it was
+trained from (`run_parent`), so a run resumed after the parent's export root published again
+still trains from, and names in its lineage, the version it started from.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from pyspark import RDD
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_ROWS_NAME, SIDE_COLUMN, SIDE_NAMES, version_name
 from sgns_spark.storage import Storage
-from sgns_spark.train.model_store import initial_rows, keyed_rows
+from sgns_spark.train.model_store import initial_rows, keyed_rows, read_latest
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SETTING = "train.warm_start_from"
+PIN_KEY = "warm_start_parent"  # the field of model/_LATEST that pins the parent (`Parent.pin`)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,41 @@ class Parent:
     def lineage(self) -> dict:
         """The manifest's ``lineage.parent``."""
         return {"path": self.path, "manifest_sha256": self.manifest_sha256}
+
+    def pin(self) -> dict:
+        """The field a committed model round's ``_LATEST`` keeps of its parent (`run_parent`)."""
+        return {PIN_KEY: self.lineage()}
+
+
+def run_parent(spark: SparkSession, config: Config, storage: Storage) -> Parent:
+    """The parent of the training in run root `storage`: the version pinned by its committed
+    model rounds when the run resumes them (the same train settings), else `SETTING` resolved now.
+
+    An export root's ``_LATEST`` may move while a run is stopped; following it again on resume
+    would train the rest of the run against another parent's words and name that parent in the
+    lineage.
+
+    Raises
+    ------
+    UserError
+        When the pinned version no longer exists or has changed since (its manifest's SHA-256),
+        or as `parent_version`.
+    """
+    train = config.train
+    latest = None if train.restart else read_latest(storage)
+    resumed = latest is not None and config.prefixed("train", leave_out=("restart",)) == {
+        key: value for key, value in latest["settings"].items() if key.startswith("train.")}
+    if not resumed or PIN_KEY not in latest:
+        return parent_version(spark, train.warm_start_from, train.dim)
+    pinned = latest[PIN_KEY]
+    trained_from = f"the model rounds in {storage.root} were trained from {pinned['path']}"
+    restart = f"set train.restart=true to train again from {SETTING} = {train.warm_start_from} as it is now"
+    if not Storage(spark, pinned["path"], SETTING).exists(MANIFEST_NAME):
+        raise UserError(f"{trained_from}, which no longer holds a published version; {restart}")
+    parent = parent_version(spark, pinned["path"], train.dim)
+    if parent.manifest_sha256 != pinned["manifest_sha256"]:
+        raise UserError(f"{trained_from}, whose manifest has changed since (another SHA-256); {restart}")
+    return parent
 
 
 def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
