@@ -270,20 +270,24 @@ class Storage:
         if target is not None:
             temporary = written_beside(target, text)
             target.with_name(f".{target.name}.crc").unlink(missing_ok=True)  # of the text it replaces
-            os.replace(temporary, target)
+            try:
+                os.replace(temporary, target)
+            except OSError:  # the name is a directory, say: leave no temporary sibling behind
+                temporary.unlink(missing_ok=True)
+                raise
             return
         temporary = f"{relative}.{uuid.uuid4().hex}.tmp"
-        try:
-            with self.open_write(temporary) as stream:
-                stream.write(text.encode("utf-8"))
-        except Py4JJavaError:  # a full disk, say: leave no half-written sibling behind
-            with contextlib.suppress(Py4JJavaError):
-                self.delete(temporary)
-            raise
         rename = self._jvm.org.apache.hadoop.fs.Options.Rename
         overwrite = self._spark.sparkContext._gateway.new_array(rename, 1)
         overwrite[0] = rename.OVERWRITE
-        self._file_context.rename(self._hadoop_path(temporary), self._hadoop_path(relative), overwrite)
+        try:
+            with self.open_write(temporary) as stream:
+                stream.write(text.encode("utf-8"))
+            self._file_context.rename(self._hadoop_path(temporary), self._hadoop_path(relative), overwrite)
+        except Py4JJavaError:  # a full disk, a name that is a directory: leave no temporary sibling behind
+            with contextlib.suppress(Py4JJavaError):
+                self.delete(temporary)
+            raise
 
     @functools.cached_property
     def _file_context(self):

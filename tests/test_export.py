@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_config, write_round_file
 from gensim.models import KeyedVectors
+from py4j.protocol import Py4JJavaError
 
 import sgns_spark.export as export_module
 import sgns_spark.storage as storage_module
@@ -171,6 +172,20 @@ def test_a_pointer_below_a_root_elsewhere_is_replaced_by_hadoops_rename_with_ove
     storage.write_json(EXPORT_LATEST, {"version": 2})
     assert storage.read_pointer(EXPORT_LATEST, "version") == {"version": 2}
     assert sorted(os.listdir(tmp_path / "root" / "export")) == ["._LATEST.crc", "_LATEST"]
+
+
+@pytest.mark.parametrize("through_hadoop", [False, True])
+def test_a_pointer_that_cannot_be_replaced_leaves_no_temporary_file(spark, tmp_path, monkeypatch, through_hadoop):
+    """The final rename fails (the name is a directory): the error goes up, and the complete
+    temporary sibling written for the rename is removed, on a local disk and through Hadoop."""
+    if through_hadoop:
+        monkeypatch.setattr(storage_module, "LOCAL_SCHEME", "no-scheme")
+    storage = Storage(spark, str(tmp_path / "root"))
+    (tmp_path / "root" / "export" / "_LATEST").mkdir(parents=True)
+    with pytest.raises(Py4JJavaError if through_hadoop else OSError):
+        storage.write_json(EXPORT_LATEST, {"version": 1})
+    assert [path.name for path in (tmp_path / "root" / "export").iterdir()] == ["_LATEST"]
+    assert (tmp_path / "root" / "export" / "_LATEST").is_dir()
 
 
 def test_reexport_is_a_new_version_normalised_and_old_ones_are_pruned(spark, planted_run):
