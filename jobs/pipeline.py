@@ -11,8 +11,11 @@ def main() -> None:
     arguments = job_arguments(__doc__, needs_input=True).parse_args()
 
     def body(job):
+        job.progress.begin("vocab")
         print_vocab_summary(run_vocab_stage(job.spark, job.config, job.corpus, job.storage))
+        job.progress.begin("train")
         print_train_summary(run_train_stage(job.spark, job.config, job.storage))
+        job.progress.begin("export")
         print_export_summary(run_export_stage(job.spark, job.config, job.storage))
 
     run_job("pipeline", arguments, body)

@@ -85,6 +85,7 @@ class Job:
     config: Config
     storage: Storage
     corpus: CorpusInput | None
+    progress: Progress  # its lines name the job; a job of several stages names each as it begins
 
 
 def job_arguments(description: str, needs_input: bool = False) -> argparse.ArgumentParser:
@@ -126,8 +127,8 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
             check_root_outside(corpus, storage)
         roots = read_roots(spark, stage, config, storage)
         storage.check_writable()
-        with RunLock(storage, stage), Progress(spark, stage, config.spark.progress_seconds):
-            body(Job(spark, config, storage, corpus))
+        with RunLock(storage, stage), Progress(spark, stage, config.spark.progress_seconds) as progress:
+            body(Job(spark, config, storage, corpus, progress))
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
         user_error = user_error_of(error, roots)
         if user_error is None:

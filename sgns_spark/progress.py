@@ -49,14 +49,20 @@ def job_lines(spark: SparkSession, stage: str, elapsed: float) -> list[str]:
 
 class Progress:
     """A context that prints `job_lines` every `interval` seconds from a daemon thread (none when
-    `interval` is 0), the time counted from its creation. It adds nothing but the lines: a status
-    call that fails because the JVM is gone ends the reporting, silently, and never the job."""
+    `interval` is 0), labelled with the stage at work and the time counted from its start (the
+    context's creation, then each `begin`). It adds nothing but the lines: a status call that
+    fails because the JVM is gone ends the reporting, silently, and never the job."""
 
     def __init__(self, spark: SparkSession, stage: str, interval: float):
-        self.spark, self.stage, self.interval = spark, stage, interval
+        self.spark, self.interval = spark, interval
         self.stopped = threading.Event()
-        self.started = time.monotonic()
+        self.begin(stage)
         self.thread = threading.Thread(target=self._report, name="sgns-spark-progress", daemon=True)
+
+    def begin(self, stage: str) -> None:
+        """Label the lines from now on with `stage`, and count their time from now (a job of
+        several stages, such as the pipeline, calls it as each one starts)."""
+        self.current = (stage, time.monotonic())  # one assignment, so the reporter never sees half of it
 
     def __enter__(self) -> Progress:
         if self.interval > 0:
@@ -71,7 +77,8 @@ class Progress:
     def _report(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
-                lines = job_lines(self.spark, self.stage, time.monotonic() - self.started)
+                stage, started = self.current
+                lines = job_lines(self.spark, stage, time.monotonic() - started)
             except Py4JError:  # the JVM is gone (a job ends before the context does: `run_job`)
                 return
             if not self.stopped.is_set():

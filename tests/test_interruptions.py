@@ -27,7 +27,9 @@ COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)
 RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 PROGRESS_SECONDS = 1  # the runs report progress too, so that signals and kills meet its thread
-PROGRESS = re.compile(r"^\[pipeline\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done", re.MULTILINE)
+# labelled with the pipeline's stage at work
+PROGRESS = re.compile(r"^\[(vocab|train|export)\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done",
+                      re.MULTILINE)
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
 
 

@@ -37,3 +37,15 @@ def test_no_line_when_progress_is_off(spark, capsys):
     with Progress(spark, "train", 0):
         spark.sparkContext.parallelize(range(2), 2).foreach(lambda _: time.sleep(2 * INTERVAL))
     assert capsys.readouterr().out == ""
+
+
+def test_a_job_of_several_stages_labels_each_and_counts_its_time_from_its_start(spark, capsys):
+    with Progress(spark, "vocab", INTERVAL) as progress:
+        spark.sparkContext.parallelize(range(TASKS), TASKS).foreach(lambda _: time.sleep(TASK_SECONDS))
+        progress.begin("train")
+        spark.sparkContext.parallelize(range(TASKS), TASKS).foreach(lambda _: time.sleep(TASK_SECONDS))
+    lines = capsys.readouterr().out.splitlines()
+    labels = [line.split("]")[0] + "]" for line in lines]
+    assert labels == sorted(labels, key=["[vocab]", "[train]"].index) and set(labels) == {"[vocab]", "[train]"}, lines
+    found = [LINE.fullmatch(line) for line in lines if line.startswith("[train]")]
+    assert all(found) and int(found[0].group(1)) < TASK_SECONDS, lines  # counted from the second stage's start
