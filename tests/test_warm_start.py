@@ -213,6 +213,10 @@ def test_a_resumed_run_keeps_the_parent_of_its_first_rounds_when_the_parent_root
     with pytest.raises(UserError, match=f"were trained from file:{first}, which no longer holds a published "
                                         f"version; {restart}$"):
         run_train_stage(spark, config, storage)
+    storage.write_json(MODEL_LATEST, {**read_latest(storage), "warm_start_parent": str(first)})  # edited by hand
+    with pytest.raises(UserError, match="model/_LATEST cannot be read \\(its warm_start_parent names no path and "
+                                        "manifest_sha256\\)"):
+        run_parent(spark, config, storage)
     restarted = make_config(*SETTINGS, f"train.warm_start_from={parent_root}", "train.commit_words=1",
                             "train.restart=true")
     assert run_parent(spark, restarted, storage).path == f"file:{second}"

@@ -24,13 +24,22 @@ from pyspark.sql import functions as F
 
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, MODEL_ROWS_NAME, SIDE_COLUMN, SIDE_NAMES, version_name
+from sgns_spark.layout import (
+    LATEST_NAME,
+    MANIFEST_NAME,
+    MODEL_LATEST,
+    MODEL_ROWS_NAME,
+    SIDE_COLUMN,
+    SIDE_NAMES,
+    version_name,
+)
 from sgns_spark.storage import Storage
 from sgns_spark.train.model_store import initial_rows, keyed_rows, read_latest
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SETTING = "train.warm_start_from"
 PIN_KEY = "warm_start_parent"  # the field of model/_LATEST that pins the parent (`Parent.pin`)
+PIN_FIELDS = ("path", "manifest_sha256")  # `Parent.lineage`
 
 
 @dataclass(frozen=True)
@@ -70,11 +79,14 @@ def run_parent(spark: SparkSession, config: Config, storage: Storage) -> Parent:
     """
     train = config.train
     latest = None if train.restart else read_latest(storage)
-    resumed = latest is not None and config.prefixed("train", leave_out=("restart",)) == {
-        key: value for key, value in latest["settings"].items() if key.startswith("train.")}
+    settings = latest.get("settings") if latest is not None else None
+    resumed = isinstance(settings, dict) and config.prefixed("train", leave_out=("restart",)) == {
+        key: value for key, value in settings.items() if key.startswith("train.")}
     if not resumed or PIN_KEY not in latest:
         return parent_version(spark, train.warm_start_from, train.dim)
     pinned = latest[PIN_KEY]
+    if not (isinstance(pinned, dict) and all(isinstance(pinned.get(key), str) for key in PIN_FIELDS)):
+        raise storage.damaged(MODEL_LATEST, f"its {PIN_KEY} names no {' and '.join(PIN_FIELDS)}")
     trained_from = f"the model rounds in {storage.root} were trained from {pinned['path']}"
     restart = f"set train.restart=true to train again from {SETTING} = {train.warm_start_from} as it is now"
     if not Storage(spark, pinned["path"], SETTING).exists(MANIFEST_NAME):
