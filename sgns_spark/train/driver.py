@@ -38,6 +38,7 @@ from sgns_spark.train.model_store import (
     initial_rows,
     persisted,
     read_latest,
+    round_settings,
     shuffle_rows,
     task_partition,
     write_rows,
@@ -98,7 +99,7 @@ def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> di
     if not storage.exists(report_path("vocab")):
         raise UserError(f"run root {storage.root} has no vocabulary; run the vocab stage first")
     vocab_report = storage.read_json(report_path("vocab"))
-    settings = {**config.prefixed("train", leave_out=("restart",)), "vocab": vocab_report["settings"]}
+    settings = {**round_settings(config), "vocab": vocab_report["settings"]}
     if config.train.restart:
         storage.delete(MODEL_DIRECTORY)
         storage.delete(report_path("train"))

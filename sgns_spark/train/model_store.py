@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import lists_to_matrix, matrix_to_lists, spark_schema
+from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import (
     MODEL_DIRECTORY,
@@ -65,6 +66,12 @@ def shuffle_rows(records: RDD, groups: int) -> RDD:
     """``(task, Rows)`` records moved to their tasks' partitions (every row shuffle is made here,
     so Spark names its stages after this module; see `sgns_spark.spark_metrics`)."""
     return records.partitionBy(groups, task_partition)
+
+
+def round_settings(config: Config) -> dict:
+    """The train settings a committed round records in ``_LATEST``, which a run must share to
+    resume it (``train.restart`` says what to do with the rounds, not how they were trained)."""
+    return config.prefixed("train", leave_out=("restart",))
 
 
 def read_latest(storage: Storage) -> dict | None:

@@ -34,7 +34,7 @@ from sgns_spark.layout import (
     version_name,
 )
 from sgns_spark.storage import Storage
-from sgns_spark.train.model_store import initial_rows, keyed_rows, read_latest
+from sgns_spark.train.model_store import initial_rows, keyed_rows, read_latest, round_settings
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SETTING = "train.warm_start_from"
@@ -80,7 +80,7 @@ def run_parent(spark: SparkSession, config: Config, storage: Storage) -> Parent:
     train = config.train
     latest = None if train.restart else read_latest(storage)
     settings = latest.get("settings") if latest is not None else None
-    resumed = isinstance(settings, dict) and config.prefixed("train", leave_out=("restart",)) == {
+    resumed = isinstance(settings, dict) and round_settings(config) == {
         key: value for key, value in settings.items() if key.startswith("train.")}
     if not resumed or PIN_KEY not in latest:
         return parent_version(spark, train.warm_start_from, train.dim)
