@@ -177,7 +177,7 @@ class EvaluateSettings:
     """Benchmarks scored after training (empty path = skipped)."""
 
     analogy_path: str = setting("", 'questions-words.txt style file (local); "" = skip')
-    similarity_path: str = setting("", 'word1 TAB word2 TAB score lines, "#" comments (local); "" = skip')
+    similarity_path: str = setting("", 'two words, then a score: tabs, commas or spaces between (local); "" = skip')
     analogy_top_words: int = setting(30_000, "analogies use only the most frequent words", unit="words",
                                      low=1, high=1_000_000_000)
     neighbour_words: tuple[str, ...] = setting((), 'words whose nearest neighbours are printed, e.g. ["paris"]')

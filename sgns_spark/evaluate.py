@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from sgns_spark.errors import UserError
 from sgns_spark.vectors import Vectors
 
 QUESTION_BATCH = 1024  # questions scored per matrix product
+SIMILARITY_LAYOUT = "word, word, then the score, between tabs, commas or spaces; # comments"
 
 
 def text_lines(path: str | Path) -> list[str]:
@@ -86,26 +88,56 @@ def analogy_accuracy(vectors: Vectors, questions_path: str | Path, top_words: in
 
 
 def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
-    """``(word, word, score)`` from a tab-separated file; ``#`` lines are comments.
+    """``(word, word, score)`` of a word-similarity file in any of the common layouts.
+
+    A line holds two words, then the human score: the first field after the words that is a
+    finite number (SimLex-999's and SimVerb-3500's original files put a part of speech between,
+    and more columns after). Fields are separated by tabs where the line has one (WordSim-353,
+    SimLex-999, RW), else by commas where it has one (MTurk-771), else by spaces (MEN). Lines
+    starting with ``#`` are comments, and a first line with no score is a header.
 
     Raises
     ------
     UserError
-        When the file is not UTF-8 text, a line is not ``word<TAB>word<TAB>score``, or no line is.
+        When the file is not UTF-8 text, a line after the first has no two words and a score, or
+        no line has.
     """
     pairs = []
+    first = True
     for number, line in enumerate(text_lines(path), start=1):
-        if not line.strip() or line.startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        fields = line.split("\t")
-        try:
-            pairs.append((fields[0].lower(), fields[1].lower(), float(fields[2])))
-        except (IndexError, ValueError):
-            raise UserError(f"{path} line {number} is not word<TAB>word<TAB>score (a header line needs a "
-                            f"leading #): {line[:60]!r}") from None
+        fields = similarity_fields(line)
+        score = first_score(fields[2:])
+        if score is None or not all(fields[:2]):
+            if first:  # a header: "word1<TAB>word2<TAB>POS<TAB>SimLex999<TAB>..."
+                first = False
+                continue
+            raise UserError(f"{path} line {number} is not two words and a score ({SIMILARITY_LAYOUT}): "
+                            f"{line[:60]!r}")
+        first = False
+        pairs.append((fields[0].lower(), fields[1].lower(), score))
     if not pairs:
-        raise UserError(f"{path} holds no word pair (lines of word<TAB>word<TAB>score)")
+        raise UserError(f"{path} holds no word pair ({SIMILARITY_LAYOUT})")
     return pairs
+
+
+def similarity_fields(line: str) -> list[str]:
+    """A similarity line's fields, split at tabs where it has one, else at commas, else at spaces."""
+    separator = "\t" if "\t" in line else "," if "," in line else None
+    return [field.strip() for field in line.split(separator)]
+
+
+def first_score(fields: list[str]) -> float | None:
+    """The first of `fields` that is a finite number, or None."""
+    for field in fields:
+        try:
+            value = float(field)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            return value
+    return None
 
 
 def similarity_spearman(vectors: Vectors, pairs_path: str | Path) -> dict:

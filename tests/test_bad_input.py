@@ -478,12 +478,12 @@ def test_a_run_of_text_longer_than_a_spark_record_is_refused_not_skipped_or_fata
 
 
 @pytest.mark.parametrize("setting,content,first_words", [
-    ("similarity_path", b"love sex 6.77\n", "{path} line 1 is not word<TAB>word<TAB>score"),
-    ("similarity_path", b"love\tsex\tmuch\n", "{path} line 1 is not word<TAB>word<TAB>score"),
-    ("similarity_path", b"# only a comment\n", "{path} holds no word pair"),
+    ("similarity_path", b"love sex 6.77\ntiger cat\n", "{path} line 2 is not two words and a score"),
+    ("similarity_path", b"love\tsex\t6.77\ntiger\tcat\tmuch\n", "{path} line 2 is not two words and a score"),
+    ("similarity_path", b"# only a comment\nword1\tword2\tscore\n", "{path} holds no word pair"),
     ("similarity_path", "caf\xe9\tth\xe9\t5.0\n".encode("latin-1"), "{path} is not UTF-8 text"),
     ("analogy_path", b": capital-common-countries\nathens greece\n", "{path} holds no analogy question"),
-], ids=["no-tabs", "score-not-a-number", "no-pairs", "latin-1", "no-questions"])
+], ids=["no-score", "score-not-a-number", "comment-and-header-only", "latin-1", "no-questions"])
 def test_a_malformed_evaluation_file_is_refused_before_any_work(tmp_path, setting, content, first_words):
     path = tmp_path / "evaluation.txt"
     path.write_bytes(content)

@@ -266,3 +266,24 @@ def test_neighbour_words_outside_the_vocabulary_are_named_not_dropped(capsys):
     alone = Vectors(["solo"], np.ones((1, 2), dtype=np.float32))
     print_scores(score(alone, EvaluateSettings(neighbour_words=("solo",))))
     assert capsys.readouterr().out.splitlines() == ["[evaluate] solo: no other word in the vocabulary"]
+
+
+@pytest.mark.parametrize("content", [
+    "# WordSim-353 style\nparis\tfrance\t9.0\nparis\tberlin\t4.5\nfrance\tberlin\t1.0\n",
+    "word1\tword2\tPOS\tSimLex999\tconc(w1)\nparis\tfrance\tN\t9.0\t4.1\nparis\tberlin\tN\t4.5\t4.2\n"
+    "france\tberlin\tN\t1.0\t3.9\n",  # SimLex-999's original: a header, the score after the part of speech
+    "Word 1,Word 2,Human (mean)\nparis, france, 9.0\nparis,berlin,4.5\nfrance,berlin,1.0\n",  # MTurk / WS353 csv
+    "PARIS FRANCE 9.0\n\nparis  berlin 4.5\nfrance berlin 1.0\n",  # MEN: spaces, any case
+], ids=["tabs", "simlex-original", "commas-with-header", "spaces"])
+def test_similarity_files_in_the_common_layouts_give_the_same_pairs_and_score(tmp_path, content):
+    from sgns_spark.evaluate import read_similarity_pairs, similarity_spearman
+
+    path = tmp_path / "similarity.txt"
+    path.write_text(content)
+    assert read_similarity_pairs(path) == [("paris", "france", 9.0), ("paris", "berlin", 4.5),
+                                           ("france", "berlin", 1.0)]
+    # cosines 0.985, 0.447 and 0.287: the human scores' order, so rho is 1
+    vectors = Vectors(["paris", "france", "berlin"], np.array([[1, 0.5], [1, 0.3], [0, 1]], dtype=np.float32))
+    cosines = [vectors.similarity(a, b) for a, b in (("paris", "france"), ("paris", "berlin"), ("france", "berlin"))]
+    assert cosines[0] > cosines[1] > cosines[2]
+    assert similarity_spearman(vectors, path) == {"spearman": pytest.approx(1.0), "coverage": 1.0, "pairs": 3}
