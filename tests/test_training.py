@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_train_report_round_layout_and_spark_stages(planted_run):
 
 
 def test_same_seed_gives_identical_vectors_and_resume_and_commit_spacing_do_not_change_them(spark, planted_run,
-                                                                                            tmp_path):
+                                                                                            tmp_path, capsys):
     """A second run, killed after round 2 and resumed, and a run committing only at the end,
     end bitwise equal to the first."""
     storage = planted_run["storage"]
@@ -111,8 +112,16 @@ def test_same_seed_gives_identical_vectors_and_resume_and_commit_spacing_do_not_
     resumed.write_json(MODEL_LATEST, {**read_latest(resumed), "round": 2})
     resumed.delete("reports/train.json")
     resumed.write_text("_staging/round-000003-deadbeef/part-00000.parquet", "half written")
-    _, resumed = train_planted(spark, tmp_path / "again", corpus)
+    capsys.readouterr()
+    config, resumed = train_planted(spark, tmp_path / "again", corpus)
     assert resumed.read_json("reports/train.json")["counts"]["resumed_from_round"] == 2
+    # each commit but the last tells the run's share done (the schedule's, so resumed rounds count) and a time left
+    commits = [line for line in capsys.readouterr().out.splitlines() if "committed round" in line]
+    schedule = rounds(config.train)
+    expected = [f"{planned.number}; {(planned.progress_start + planned.progress_span) / config.train.epochs:.0%} "
+                "of the run done, about T left" for planned in schedule[2:-1]]
+    assert [re.sub(r"\d+(m\d\d)?s left$", "T left", line.split("committed round ")[1])
+            for line in commits] == [*expected, f"{len(schedule)}"]
     assert resumed.list_names("_staging") == []
     np.testing.assert_array_equal(model_matrix(spark, resumed), model_matrix(spark, storage))
 

@@ -29,6 +29,7 @@ from sgns_spark.arrow import collect_by_id, list_lengths, spark_schema
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, MODEL_DIRECTORY, VOCAB_DIRECTORY, report_path
+from sgns_spark.progress import elapsed_text
 from sgns_spark.spark_metrics import job_group_metrics, warm_up
 from sgns_spark.stages import StageReport, completed_report
 from sgns_spark.storage import Storage
@@ -160,7 +161,7 @@ class Trainer:
         try:
             while done < len(self.schedule):
                 job = self.next_job(done)
-                totals = totals.add(self.train_job(job, done))
+                totals = totals.add(self.train_job(job, done, words, started))
                 words += round(self.words(job))
                 done += len(job)
         finally:
@@ -204,8 +205,9 @@ class Trainer:
         return RoundPlan(self.config.train, planned.epoch, planned.number, planned.groups,
                          planned.progress_start, planned.progress_span)
 
-    def train_job(self, job: list[Round], done: int) -> PhaseStatistics:
-        """Train `job`'s rounds in one Spark job and commit the last as the newest version."""
+    def train_job(self, job: list[Round], done: int, words_before: float, run_started: float) -> PhaseStatistics:
+        """Train `job`'s rounds in one Spark job and commit the last as the newest version (the run
+        trained `words_before` words before it, since `run_started`, a `time.perf_counter` time)."""
         train = self.config.train
         started = time.perf_counter()
         first = job[0]
@@ -257,10 +259,21 @@ class Trainer:
         self.commit_seconds += time.perf_counter() - committing
         seconds = time.perf_counter() - started
         words = self.words(job)
+        left = self.time_left(last.number, words_before + words, run_started)
         print(f"[train] {description} (epoch {last.epoch + 1}/{train.epochs}): {words:,.0f} words in "
               f"{seconds:.1f} s ({words / seconds:,.0f} words/s), loss {result.loss / max(result.pairs, 1):.4f}, "
-              f"committed round {last.number}", flush=True)
+              f"committed round {last.number}{left}", flush=True)
         return result
+
+    def time_left(self, done: int, trained: float, run_started: float) -> str:
+        """``; 40% of the run done, about 2m00s left`` once round `done` is committed, at the rate of
+        the `trained` words of this run so far (a resumed run's own); empty after the last round."""
+        if done == len(self.schedule):
+            return ""
+        last = self.schedule[done - 1]
+        share = (last.progress_start + last.progress_span) / self.config.train.epochs
+        left = self.words(self.schedule[done:]) * (time.perf_counter() - run_started) / trained
+        return f"; {share:.0%} of the run done, about {elapsed_text(left)} left"
 
     def first_rows(self, groups: int) -> RDD:
         """``(task, Rows)`` of round 0: the initialisation, or a warm start's rows."""
