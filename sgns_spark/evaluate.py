@@ -90,9 +90,9 @@ def analogy_accuracy(vectors: Vectors, questions_path: str | Path, top_words: in
 def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
     """``(word, word, score)`` of a word-similarity file in any of the common layouts.
 
-    A line holds two words, then the human score: the first field after the words that is a
-    finite number (SimLex-999's and SimVerb-3500's original files put a part of speech between,
-    and more columns after). Fields are separated by tabs where the line has one (WordSim-353,
+    A line holds two words (neither a number), then the human score: the first field after the
+    words that is a finite number (SimLex-999's and SimVerb-3500's original files put a part of
+    speech between, and more columns after). Fields are separated by tabs where the line has one (WordSim-353,
     SimLex-999, RW), else by commas where it has one (MTurk-771), else by spaces (MEN). Lines
     starting with ``#`` are comments, and a first line with no score is a header.
 
@@ -108,8 +108,10 @@ def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = similarity_fields(line)
-        score = first_score(fields[2:])
-        if score is None or not all(fields[:2]):
+        words = fields[:2]
+        score = next((value for value in map(finite_number, fields[2:]) if value is not None), None)
+        # a word is never a number: a word2vec text file's rows ("the 0.12 -0.3 ...") are not pairs
+        if score is None or not all(words) or any(finite_number(word) is not None for word in words):
             if first:  # a header: "word1<TAB>word2<TAB>POS<TAB>SimLex999<TAB>..."
                 first = False
                 continue
@@ -128,16 +130,13 @@ def similarity_fields(line: str) -> list[str]:
     return [field.strip() for field in line.split(separator)]
 
 
-def first_score(fields: list[str]) -> float | None:
-    """The first of `fields` that is a finite number, or None."""
-    for field in fields:
-        try:
-            value = float(field)
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            return value
-    return None
+def finite_number(field: str) -> float | None:
+    """`field` as a finite number, or None when it is not one."""
+    try:
+        value = float(field)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def similarity_spearman(vectors: Vectors, pairs_path: str | Path) -> dict:

@@ -481,9 +481,10 @@ def test_a_run_of_text_longer_than_a_spark_record_is_refused_not_skipped_or_fata
     ("similarity_path", b"love sex 6.77\ntiger cat\n", "{path} line 2 is not two words and a score"),
     ("similarity_path", b"love\tsex\t6.77\ntiger\tcat\tmuch\n", "{path} line 2 is not two words and a score"),
     ("similarity_path", b"# only a comment\nword1\tword2\tscore\n", "{path} holds no word pair"),
+    ("similarity_path", b"2 3\nparis 0.1 0.2 0.3\n", "{path} line 2 is not two words and a score"),
     ("similarity_path", "caf\xe9\tth\xe9\t5.0\n".encode("latin-1"), "{path} is not UTF-8 text"),
     ("analogy_path", b": capital-common-countries\nathens greece\n", "{path} holds no analogy question"),
-], ids=["no-score", "score-not-a-number", "comment-and-header-only", "latin-1", "no-questions"])
+], ids=["no-score", "score-not-a-number", "comment-and-header-only", "word2vec-vectors", "latin-1", "no-questions"])
 def test_a_malformed_evaluation_file_is_refused_before_any_work(tmp_path, setting, content, first_words):
     path = tmp_path / "evaluation.txt"
     path.write_bytes(content)
