@@ -92,9 +92,9 @@ def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
 
     A line holds two words (neither a number), then the human score: the first field after the
     words that is a finite number (SimLex-999's and SimVerb-3500's original files put a part of
-    speech between, and more columns after). Fields are separated by tabs where the line has one (WordSim-353,
-    SimLex-999, RW), else by commas where it has one (MTurk-771), else by spaces (MEN). Lines
-    starting with ``#`` are comments, and a first line with no score is a header.
+    speech between, and more columns after). Fields are separated by tabs where the line has one
+    (WordSim-353, SimLex-999, RW), else by commas where it has one (MTurk-771), else by spaces
+    (MEN). Lines starting with ``#`` are comments, and a first line with no score is a header.
 
     Raises
     ------
@@ -110,15 +110,14 @@ def read_similarity_pairs(path: str | Path) -> list[tuple[str, str, float]]:
         fields = similarity_fields(line)
         words = fields[:2]
         score = next((value for value in map(finite_number, fields[2:]) if value is not None), None)
+        is_first, first = first, False
         # a word is never a number: a word2vec text file's rows ("the 0.12 -0.3 ...") are not pairs
         if score is None or not all(words) or any(finite_number(word) is not None for word in words):
-            if first:  # a header: "word1<TAB>word2<TAB>POS<TAB>SimLex999<TAB>..."
-                first = False
+            if is_first:  # a header: "word1<TAB>word2<TAB>POS<TAB>SimLex999<TAB>..."
                 continue
             raise UserError(f"{path} line {number} is not two words and a score ({SIMILARITY_LAYOUT}): "
                             f"{line[:60]!r}")
-        first = False
-        pairs.append((fields[0].lower(), fields[1].lower(), score))
+        pairs.append((words[0].lower(), words[1].lower(), score))
     if not pairs:
         raise UserError(f"{path} holds no word pair ({SIMILARITY_LAYOUT})")
     return pairs
