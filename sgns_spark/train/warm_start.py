@@ -39,7 +39,7 @@ from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
 
 SETTING = "train.warm_start_from"
 PIN_KEY = "warm_start_parent"  # the field of model/_LATEST that pins the parent (`Parent.pin`)
-PIN_FIELDS = ("path", "manifest_sha256")  # `Parent.lineage`
+PIN_FIELDS = ("path", "manifest_sha256")  # the fields of `Parent` that name it: `Parent.lineage`
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class Parent:
         return Storage(spark, self.path, SETTING)
 
     def lineage(self) -> dict:
-        """The manifest's ``lineage.parent``."""
-        return {"path": self.path, "manifest_sha256": self.manifest_sha256}
+        """The manifest's ``lineage.parent``: the `PIN_FIELDS`."""
+        return {field: getattr(self, field) for field in PIN_FIELDS}
 
     def pin(self) -> dict:
         """The field a committed model round's ``_LATEST`` keeps of its parent (`run_parent`)."""
