@@ -13,7 +13,7 @@ DEMO_WORDS ?= paris,king,walked,three,queen
 DEMO := $(OUT)/demo-corpus
 
 # The benchmark's options (BENCH_CORPUS, EPOCHS, SHARDS, SYSTEMS, MODE, LINES, GENSIM_SEEDS,
-# OURS_SEEDS, QUICK, SET) are empty unless given: bench/run.py declares their defaults, once.
+# OURS_SEEDS, SIMILARITY, QUICK, SET) are empty unless given: bench/run.py declares their defaults, once.
 option = $(if $(2),--$(1) $(2))
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -51,12 +51,12 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 # Benchmarks never run in CI: make bench [EPOCHS=5] [SHARDS=16] [QUICK=1] [SYSTEMS=ours,gensim]
-# [MODE=scaling|size|memory|retrain|profile] [LINES=12] [GENSIM_SEEDS=1,2,3] [OURS_SEEDS=1,2,3] [SET="train.key=value ..."]
+# [MODE=scaling|size|memory|retrain|profile] [LINES=12] [GENSIM_SEEDS=1,2,3] [OURS_SEEDS=1,2,3] [SIMILARITY=dir,file] [SET="train.key=value ..."]
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py $(call option,corpus,$(BENCH_CORPUS)) $(call option,epochs,$(EPOCHS)) \
 		$(call option,shards,$(SHARDS)) $(call option,systems,$(SYSTEMS)) $(call option,mode,$(MODE)) \
 		$(call option,lines,$(LINES)) $(call option,gensim-seeds,$(GENSIM_SEEDS)) \
-		$(call option,ours-seeds,$(OURS_SEEDS)) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment))
+		$(call option,ours-seeds,$(OURS_SEEDS)) $(call option,similarity,$(SIMILARITY)) $(if $(QUICK),--quick) $(foreach assignment,$(SET),--set $(assignment))
 
 bench-report: $(BENCH_STAMP)
 	$(PY) bench/report.py

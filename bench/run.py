@@ -7,6 +7,7 @@ to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
                         [--quick] [--mode default|scaling|size|memory|retrain|profile] [--set KEY=VALUE ...]
+                        [--similarity FILE_OR_DIR,...]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ VECTOR_FLAGS = ("avx512f", "avx2")  # the widest SIMD a host offers, widest firs
 # the kernel's float32 loops whose dispatched SIMD target has moved its speed (`sigmoid_complement`)
 KERNEL_UFUNCS = ("exp", "divide")
 OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours (filled once, by main)
+HELD_OUT: list[Path] = []  # --similarity: the user's own similarity sets, scored for every system (filled by main)
 
 
 def corpus_words(source: Path):
@@ -239,7 +241,7 @@ def run_in_child(system: str, corpus: Path, words: int, epochs: int, shards: int
     output = RESULTS / "cache" / f"{system}-{os.getpid()}.json"
     peak = run_measured([sys.executable, __file__, "--child", system, "--corpus", str(corpus),
                          "--epochs", str(epochs), "--shards", str(shards), "--seed", str(seed),
-                         "--child-output", str(output), *arguments], environment)
+                         "--child-output", str(output), *held_out_arguments(), *arguments], environment)
     result = json.loads(output.read_text())
     result.update(corpus_words=words, words_per_s=words * epochs / result["train_s"], driver_rss_mib=peak)
     return result
@@ -255,8 +257,45 @@ def simlex_path() -> Path | None:
     return path if path.exists() else None
 
 
+def held_out_sets(paths: str) -> list[Path]:
+    """The similarity sets of ``--similarity``: comma-separated files, or directories whose
+    visible files are each a set; every one named by its file's stem, which must be unique."""
+    sets = []
+    for path in map(Path, paths.split(",")):
+        if not path.exists():
+            sys.exit(f"bench: similarity set {path} is absent (make bench SIMILARITY=...)")
+        sets += sorted(file for file in path.iterdir() if file.is_file() and not file.name.startswith(".")) \
+            if path.is_dir() else [path]
+    sys.path.insert(0, str(REPOSITORY))
+    from sgns_spark.errors import UserError
+    from sgns_spark.evaluate import read_similarity_pairs
+
+    for file in sets:  # a set that does not parse stops the command now, not after the training
+        try:
+            read_similarity_pairs(file)
+        except UserError as error:
+            sys.exit(f"bench: {error} (make bench SIMILARITY=...)")
+    stems = [file.stem for file in sets]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1} | set(stems) & set(MEASURES))
+    if repeated:
+        sys.exit(f"bench: two similarity sets, or a set and a measure, are both named {repeated[0]!r}; "
+                 "rename one (make bench SIMILARITY=...)")
+    return sets
+
+
+def held_out_arguments() -> list[str]:
+    """``--similarity`` as main was given it, for a child process that scores vectors."""
+    return ["--similarity", ",".join(map(str, HELD_OUT))] if HELD_OUT else []
+
+
+def measures() -> tuple[str, ...]:
+    """The quality measures of every row: `MEASURES`, then each held-out set's Spearman rho."""
+    return (*MEASURES, *(path.stem for path in HELD_OUT))
+
+
 def score(path: Path) -> dict:
-    """Analogy, WS353 and (when gensim is installed) SimLex-999 of a word2vec text file."""
+    """Analogy, WS353, (when gensim is installed) SimLex-999 and every held-out set (`HELD_OUT`)
+    of a word2vec text file."""
     sys.path.insert(0, str(REPOSITORY))
     from sgns_spark.evaluate import analogy_accuracy, similarity_spearman
     from sgns_spark.vectors import Vectors
@@ -266,19 +305,22 @@ def score(path: Path) -> dict:
     simlex = simlex_path()
     return {"analogy": analogy["accuracy"], "analogy_coverage": analogy["coverage"],
             "ws353": similarity_spearman(vectors, WORDSIM)["spearman"],
-            "simlex": similarity_spearman(vectors, simlex)["spearman"] if simlex else None}
+            "simlex": similarity_spearman(vectors, simlex)["spearman"] if simlex else None,
+            **{held_out.stem: similarity_spearman(vectors, held_out)["spearman"] for held_out in HELD_OUT}}
 
 
 def child_score(vectors_path: Path, output: Path) -> None:
     output.write_text(json.dumps(score(vectors_path)))
 
 
-def simlex_of_ours(row: dict) -> dict:
-    """Our published version's SimLex-999 (scored in a child, like the reference systems)."""
+def scores_of_ours(row: dict) -> dict:
+    """Our published version's SimLex-999 and held-out sets (scored in a child, like the
+    reference systems; analogy and WS353 come from its manifest)."""
     output = RESULTS / "cache" / f"score-{os.getpid()}.json"
     run_measured([sys.executable, __file__, "--child", "score", "--corpus", str(Path(row["version"]) / "vectors.txt"),
-                  "--child-output", str(output)])
-    return {**row, "simlex": json.loads(output.read_text())["simlex"]}
+                  "--child-output", str(output), *held_out_arguments()])
+    scores = json.loads(output.read_text())
+    return {**row, **{key: scores[key] for key in measures()[2:]}}
 
 
 def child_gensim(corpus: Path, epochs: int, output: Path, workers: int, seed: int) -> None:
@@ -481,18 +523,18 @@ def seed_mean(rows: list[dict], system: str) -> dict | None:
     seeds = [row for row in rows if row["system"] == system]
     if len(seeds) < 2:
         return seeds[0] if seeds else None
-    averaged = [key for key in ("vocab_s", "train_s", "words_per_s", *MEASURES) if seeds[0].get(key) is not None]
+    averaged = [key for key in ("vocab_s", "train_s", "words_per_s", *measures()) if seeds[0].get(key) is not None]
     return {"system": f"{system} mean", "seed": ",".join(str(row["seed"]) for row in seeds),
             **{key: sum(row[key] for row in seeds) / len(seeds) for key in averaged},
             "spread": {key: max(row[key] for row in seeds) - min(row[key] for row in seeds)
-                       for key in MEASURES if key in averaged}}
+                       for key in measures() if key in averaged}}
 
 
 def markdown(rows: list[dict]) -> str:
     """One row per run; a system run with several seeds (ours or gensim) also gets its mean row,
     which the ratios compare, and its spread."""
     columns = ["system", "seed", "epochs", "shards", "lines", "vocab_s", "train_s", "export_s", "words_per_s",
-               "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", *MEASURES[1:]]
+               "driver_rss_mib", "worker_rss_mib", "analogy", "analogy_coverage", *measures()[1:]]
     summaries = {system: seed_mean(rows, system) for system in SYSTEMS}
     means = [summary for summary in summaries.values() if summary and "spread" in summary]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -502,7 +544,7 @@ def markdown(rows: list[dict]) -> str:
             value = row.get(column, "")
             if isinstance(value, float):
                 value = f"{value:.1%}" if column.startswith("analogy") else (
-                    f"{value:.3f}" if column in MEASURES else f"{value:,.0f}")
+                    f"{value:.3f}" if column in measures() else f"{value:,.0f}")
             cells.append("" if value is None else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     for mean in means:
@@ -516,7 +558,7 @@ def markdown(rows: list[dict]) -> str:
     for reference in ("gensim", "mllib"):
         other = summaries[reference]
         if ours and other:
-            differences = ", ".join(f"{key} {ours[key] - other[key]:+.3f}" for key in MEASURES[1:]
+            differences = ", ".join(f"{key} {ours[key] - other[key]:+.3f}" for key in measures()[1:]
                                     if ours.get(key) is not None and other.get(key) is not None)
             through = ""
             if other.get("vocab_s"):
@@ -612,6 +654,9 @@ def main() -> None:
     parser.add_argument("--ours-seeds",
                         help="our train.seed values, e.g. 1,2,3: compared by their mean, with the spread shown "
                              "(default: --set's train.seed, else 1)")
+    parser.add_argument("--similarity",
+                        help="more similarity sets to score every system on (word, word, score a line): files or "
+                             "directories of files, comma-separated; each is a column named by its file's stem")
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
@@ -619,6 +664,7 @@ def main() -> None:
     if malformed:
         parser.error(f"--set {malformed[0]!r} must look like KEY=VALUE, e.g. train.noise_pool=64 (make bench SET=...)")
     OVERRIDES.update(assignment.split("=", 1) for assignment in arguments.set)
+    HELD_OUT.extend(held_out_sets(arguments.similarity) if arguments.similarity else [])
     if arguments.child == "drift":
         return child_drift(arguments.corpus, arguments.parent, arguments.child_output)
     if arguments.child == "gensim":
@@ -662,7 +708,7 @@ def main() -> None:
         seeds = {"ours": ours_seeds, "gensim": arguments.gensim_seeds.split(",")}
         for system, seed in seeded_turns(systems, seeds):
             if system == "ours":
-                rows.append({**simlex_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
+                rows.append({**scores_of_ours(run_ours(corpus, words, arguments.epochs, arguments.shards, "default",
                                                        extra={"train.seed": seed})), "seed": seed})
             else:
                 rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards, seed))

@@ -1,6 +1,7 @@
 """The benchmark's run order (bench/run.py): ours and gensim take turns, so the ratio of their
-speeds is measured run by run, back to back, on a machine whose speed drifts; and its record
-names the host, whose speed differs from host to host."""
+speeds is measured run by run, back to back, on a machine whose speed drifts; its record
+names the host, whose speed differs from host to host; and the user's own similarity sets are
+scored as measures of every system."""
 
 import os
 import re
@@ -54,3 +55,42 @@ def test_the_record_names_the_numpy_loops_the_kernel_ran_on():
         loops = opt_func_info(func_name=f"^{name}$", signature="float32")[name]
         available = " ".join(loop["available"] for loop in loops.values())
         assert target in available  # a target the build has for that loop, e.g. "X86_V3"
+
+
+def test_held_out_similarity_sets_are_each_a_measure_named_by_their_file(tmp_path, monkeypatch):
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    (sets / "men.txt").write_text("sun sunlight 50\ncar automobile 49\n")
+    (sets / "rw.tsv").write_text("# a comment\nsquishing\tsquirt\t5.88\n")
+    (sets / ".hidden").write_text("not a set")
+    extra = tmp_path / "verbs.csv"
+    extra.write_text("run,walk,3\n")
+    found = run.held_out_sets(f"{sets},{extra}")
+    assert found == [sets / "men.txt", sets / "rw.tsv", extra]
+    monkeypatch.setattr(run, "HELD_OUT", found)
+    assert run.measures() == ("analogy", "ws353", "simlex", "men", "rw", "verbs")
+    assert run.held_out_arguments() == ["--similarity", f"{sets / 'men.txt'},{sets / 'rw.tsv'},{extra}"]
+    rows = [{"system": "ours", "seed": seed, "words_per_s": 1.0, "analogy": 0.2, "ws353": 0.5, "simlex": 0.3,
+             "men": men, "rw": 0.2, "verbs": 0.1} for seed, men in ((1, 0.60), (2, 0.70))]
+    rows.append({"system": "gensim", "seed": 1, "words_per_s": 1.0, "analogy": 0.1, "ws353": 0.5, "simlex": 0.3,
+                 "men": 0.55, "rw": 0.3, "verbs": 0.1})
+    table = run.markdown(rows)
+    assert table.splitlines()[0].endswith("| simlex | men | rw | verbs |")
+    assert "| ours mean | 1,2 |" in table and "men 0.100" in table  # the spread of ours over its seeds
+    assert "men +0.100, rw -0.100, verbs +0.000" in table  # ours' mean against gensim
+
+
+def test_a_held_out_set_that_is_absent_repeated_or_unreadable_stops_the_bench_with_one_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "men.txt").write_text("sun sunlight 50\n")
+    (tmp_path / "ws353.txt").write_text("sun sunlight 50\n")
+    (tmp_path / "bad.txt").write_text("sun sunlight 50\nsun moon fifty\n")
+    for paths, message in [(f"{tmp_path}/absent.txt", "absent.txt is absent"),
+                           (f"{tmp_path}/a,{tmp_path}/b", "both named 'men'"),
+                           (f"{tmp_path}/ws353.txt", "both named 'ws353'"),
+                           (f"{tmp_path}/bad.txt", "bad.txt line 2 is not two words and a score")]:
+        with pytest.raises(SystemExit) as stopped:
+            run.held_out_sets(paths)
+        assert message in str(stopped.value) and str(stopped.value).endswith("(make bench SIMILARITY=...)")
