@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import os
 import re
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
+# seconds before a swallowed stop signal is sent again: enough for the hook that sends it to return first
+REDELIVERY_DELAY = 0.01
 
 
 class Stopped(BaseException):
@@ -57,9 +61,30 @@ class Stopped(BaseException):
 
 def stop_on_signals(spark: SparkSession | None) -> None:
     """Raise `Stopped` on a stop signal from now on (replacing the SIGINT handler a SparkContext
-    installs, which calls the JVM on the connection whose call it interrupted)."""
+    installs, which calls the JVM on the connection whose call it interrupted), and send a signal
+    again where Python swallowed its `Stopped` (`redeliver_swallowed_stop`)."""
     for number in STOP_SIGNALS:
         signal.signal(number, functools.partial(raise_stopped, spark))
+    sys.unraisablehook = redeliver_swallowed_stop
+
+
+def redeliver_swallowed_stop(unraisable) -> None:
+    """``sys.unraisablehook``: send again the signal of a `Stopped` that Python could not raise.
+
+    A signal's handler runs wherever the main thread is, and when that is a finalizer (Py4J's
+    callback that frees a garbage-collected Java object runs one often), Python prints the
+    exception as ignored and goes on: the job then ran to its end as if never stopped (seen with a
+    SIGTERM sent to a training job). The signal is sent again from another thread after
+    `REDELIVERY_DELAY`, once this hook has returned, so that its handler runs in the code the main
+    thread goes back to (and should that be a finalizer again, it comes back here). Any other
+    exception goes to Python's hook.
+    """
+    if isinstance(unraisable.exc_value, Stopped):
+        redelivery = threading.Timer(REDELIVERY_DELAY, os.kill, (os.getpid(), unraisable.exc_value.signal_number))
+        redelivery.daemon = True
+        redelivery.start()
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def end_on_signals() -> None:

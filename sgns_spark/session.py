@@ -1,5 +1,6 @@
-"""Build the SparkSession every job runs in, from the [spark] settings; and leave its JVM
-connection usable after a signal interrupted a call on it."""
+"""Build the SparkSession every job runs in, from the [spark] settings; keep the JVM it starts
+through a stop signal sent to the whole process group; and leave its JVM connection usable after
+a signal interrupted a call on it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_
 # bytes per Arrow batch handed to Python at most, whatever ``spark.arrow_batch_rows`` allows: the
 # corpus's lines are records of up to 1 MiB (`sgns_spark.tokenize.MAX_LINE_BYTES`)
 ARROW_BATCH_BYTES = 8 << 20
+JVM_STOP_SIGNAL = "TERM"  # the stop signal the driver's own JVM ignores (PySpark makes it ignore INT)
 
 
 def build_session(config: Config, stage: str) -> SparkSession:
@@ -67,7 +69,26 @@ def build_session(config: Config, stage: str) -> SparkSession:
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    keep_jvm_through_stop_signals(spark)
     return spark
+
+
+def keep_jvm_through_stop_signals(spark: SparkSession) -> None:
+    """Make the JVM ignore SIGTERM where the driver started it (plain ``python``), as PySpark
+    makes it ignore SIGINT.
+
+    systemd's stop, ``timeout`` and ``kill -- -PGID`` send SIGTERM to the whole process group at
+    once. The JVM then died under the driver's cleanup, which printed Py4J's traces instead of the
+    job's one line and left the lock behind. Ignoring it, the JVM is stopped by the driver, which
+    catches the signal, and it still never outlives the driver: PySpark's gateway exits when its
+    stdin, the driver's pipe, closes. Under spark-submit the JVM is the driver's parent and keeps
+    its own handling.
+    """
+    gateway = spark.sparkContext._gateway
+    if getattr(gateway, "proc", None) is None:  # the JVM was not started by this process
+        return
+    signals = gateway.jvm.sun.misc
+    signals.Signal.handle(signals.Signal(JVM_STOP_SIGNAL), signals.SignalHandler.SIG_IGN)
 
 
 def with_task_retries(master: str) -> str:

@@ -1,9 +1,10 @@
 """Interruptions of a local run. A stop signal mid-training (Ctrl-C's SIGINT, a scheduler's
-SIGTERM): one line, exit code 128 + the signal's number, no trace, the lock released, the
-committed rounds kept, nothing exported, and the same command resumes from the last committed
-round. Python workers killed mid-task: the tasks are retried, and the run goes on. Both end with
-the undisturbed run's rows, bit for bit. Python workers killed in every attempt of a task: the
-run ends in one line too."""
+SIGTERM to the whole process group, as systemd, `timeout` and `kill -- -PGID` send it): one
+line, exit code 128 + the signal's number, no trace, the lock released, the committed rounds
+kept, nothing exported, and the same command resumes from the last committed round. Python
+workers killed mid-task: the tasks are retried, and the run goes on. Both end with the
+undisturbed run's rows, bit for bit. Python workers killed in every attempt of a task: the run
+ends in one line too."""
 
 import contextlib
 import json
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import JOBS, PLANTED_ARGUMENTS, assert_one_line_ending, job_environment, read_round_files
 
-from sgns_spark.cli import SIGNAL_EXIT_BASE, WORKER_CRASH
+from sgns_spark.cli import SIGNAL_EXIT_BASE, STOP_SIGNALS, WORKER_CRASH, Stopped, stop_on_signals
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
@@ -43,7 +45,8 @@ def watched_run(command: list[str], directory: Path, name: str, on_commit: Calla
     """Run `command` and call ``on_commit(process, rounds committed so far, stderr so far)`` at each
     round it commits; return the rounds it committed, its stdout, its stderr and its exit code."""
     log = open(directory / f"stderr-{name}.txt", "w+")  # a pipe would fill up and stall the job
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=job_environment())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=job_environment(),
+                               start_new_session=True)  # its own process group, which a stop signal may target
     committed_rounds, output = [], []
     for line in process.stdout:
         output.append(line)
@@ -84,11 +87,13 @@ def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undist
     root = tmp_path / "root"
     command = pipeline_command(root, planted_run["corpus"])
     latest = 0
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # each run resumes the one before
+    # each run resumes the one before; SIGINT to the driver alone, SIGTERM to its process group: the
+    # driver, its JVM and Python workers at once (the JVM ignores it and is stopped by the driver)
+    for stop_signal, send in ((signal.SIGINT, os.kill), (signal.SIGTERM, os.killpg)):
 
-        def stop(process, committed_rounds, stderr, stop_signal=stop_signal):
+        def stop(process, committed_rounds, stderr, stop_signal=stop_signal, send=send):
             if len(committed_rounds) == 1:
-                os.kill(process.pid, stop_signal)  # lands in the next round's job
+                send(process.pid, stop_signal)  # lands in the next round's job
 
         committed_rounds, _, stderr, returncode = watched_run(command, tmp_path, stop_signal.name, stop)
         assert_one_line_ending(returncode, stderr, SIGNAL_EXIT_BASE + stop_signal,
@@ -119,6 +124,34 @@ def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undist
     for side in ("input", "output"):
         np.testing.assert_array_equal(ours[side][0], expected[side][0])
         np.testing.assert_array_equal(ours[side][1], expected[side][1])
+
+
+def test_a_stop_signal_that_lands_in_a_finalizer_is_sent_again_and_stops_the_job():
+    """Python ignores an exception raised in a finalizer (Py4J frees garbage-collected Java objects
+    in one), so a signal handled there must be sent again to stop the job."""
+    handlers, hook = {number: signal.getsignal(number) for number in STOP_SIGNALS}, sys.unraisablehook
+    stop_on_signals(None)
+    try:
+        class Held:
+            pass
+
+        def finalizer(_):  # the signal comes while it runs, and its handler raises here
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100_000):
+                pass
+
+        held = Held()
+        reference = weakref.ref(held, finalizer)
+        with pytest.raises(Stopped) as stopped:
+            del held  # the finalizer runs
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert stopped.value.signal_number == signal.SIGTERM and reference() is None
+    finally:
+        sys.unraisablehook = hook
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 @pytest.mark.parametrize("master,started", [
