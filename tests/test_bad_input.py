@@ -466,6 +466,18 @@ def test_stage_raises_user_error_in_process_with_nothing_published(spark, storag
     assert not storage.exists("vocab") and not storage.exists("corpus") and storage.list_names("_staging") == []
 
 
+def test_more_shards_than_words_is_refused_before_training(spark, storage, tmp_path):
+    """500 shards on a vocabulary of 5 words ran 500,000 Spark tasks an epoch, of empty groups."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on mat\n" * 50)
+    run_vocab_stage(spark, make_config("vocab.min_count=1"), corpus_input(spark, str(path)), storage)
+    with pytest.raises(UserError) as raised:
+        run_train_stage(spark, make_config("vocab.min_count=1", "train.num_shards=6"), storage)
+    assert str(raised.value).startswith("train.num_shards = 6 is more than the vocabulary's 5 words")
+    assert str(raised.value).endswith("lower train.num_shards to at most 5")
+    assert not storage.exists("model") and not storage.exists("reports/train.json")
+
+
 def test_a_run_of_text_longer_than_a_spark_record_is_refused_not_skipped_or_fatal(tmp_path):
     path = tmp_path / "corpus.txt"
     with open(path, "w") as stream:  # a plain file: its size tells what the reader skipped

@@ -100,6 +100,11 @@ def run_train_stage(spark: SparkSession, config: Config, storage: Storage) -> di
     if not storage.exists(report_path("vocab")):
         raise UserError(f"run root {storage.root} has no vocabulary; run the vocab stage first")
     vocab_report = storage.read_json(report_path("vocab"))
+    vocab_size, shards = vocab_report["counts"]["vocab_size"], config.train.num_shards
+    if shards > vocab_size:  # groups without words, and num_shards^2 Spark tasks an epoch for them
+        raise UserError(f"train.num_shards = {shards} is more than the vocabulary's {vocab_size} words: each word "
+                        f"group needs words, and an epoch runs num_shards^2 Spark tasks; lower train.num_shards "
+                        f"to at most {vocab_size}")
     settings = {**round_settings(config), "vocab": vocab_report["settings"]}
     if config.train.restart:
         storage.delete(MODEL_DIRECTORY)
