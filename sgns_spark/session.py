@@ -1,6 +1,6 @@
-"""Build the SparkSession every job runs in, from the [spark] settings; keep the JVM it starts
-through a stop signal sent to the whole process group; and leave its JVM connection usable after
-a signal interrupted a call on it."""
+"""Build the SparkSession every job runs in, from the [spark] settings, or say in one line why it
+did not start; keep the JVM it starts through a stop signal sent to the whole process group; and
+leave its JVM connection usable after a signal interrupted a call on it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import re
 import sys
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
+from sgns_spark.errors import UserError, java_causes
 
 LOCAL_MASTER = "local[*]"
 LOCAL_WITHOUT_FAILURES = re.compile(r"local(?:\[(\d+|\*)\])?")  # "local", "local[4]", "local[*]"
@@ -27,6 +30,17 @@ WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_
 # corpus's lines are records of up to 1 MiB (`sgns_spark.tokenize.MAX_LINE_BYTES`)
 ARROW_BATCH_BYTES = 8 << 20
 JVM_STOP_SIGNAL = "TERM"  # the stop signal the driver's own JVM ignores (PySpark makes it ignore INT)
+YARN_MASTER = "yarn"
+# where a YARN client finds the cluster's configuration; spark-submit refuses master "yarn" without one
+YARN_CONFIGURATION = ("HADOOP_CONF_DIR", "YARN_CONF_DIR")
+JVM_EXITED = "JAVA_GATEWAY_EXITED"  # PySpark's error class for a JVM that ended before it connected
+# the message of a SparkContext that its scheduler backend stopped as it started: a standalone
+# master that never answered ("All masters are unresponsive"), or one that removed the application
+STOPPED_CONTEXT = "stopped SparkContext"
+START_REMEDY = {  # what to check when a session does not start, by kind of master
+    "cluster": "check that the cluster manager is up and reachable from this host, or change spark.master",
+    "local": "check this host's Spark settings (spark-defaults.conf, SPARK_LOCAL_IP)",
+}
 
 
 def build_session(config: Config, stage: str) -> SparkSession:
@@ -46,10 +60,9 @@ def build_session(config: Config, stage: str) -> SparkSession:
     settings = config.spark
     launched_by_spark_submit = "SPARK_SUBMIT" in os.environ or "PYSPARK_GATEWAY_PORT" in os.environ
     builder = SparkSession.builder.appName(f"{settings.app_name}-{stage}")
-    if settings.master:
-        builder = builder.master(with_task_retries(settings.master))
-    elif not launched_by_spark_submit:
-        builder = builder.master(with_task_retries(LOCAL_MASTER))
+    master = settings.master or ("" if launched_by_spark_submit else LOCAL_MASTER)
+    if master:
+        builder = builder.master(with_task_retries(master))
     for name, value in WORKER_ENVIRONMENT.items():
         builder = builder.config(f"spark.executorEnv.{name}", value)
     if not launched_by_spark_submit:
@@ -67,10 +80,41 @@ def build_session(config: Config, stage: str) -> SparkSession:
         .config("spark.sql.adaptive.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
     )
-    spark = builder.getOrCreate()
+    if not launched_by_spark_submit:
+        check_yarn_configuration(master)
+    named = f"spark.master = {master!r}" if master else "spark-submit's master"
+    try:
+        spark = builder.getOrCreate()
+    except PySparkRuntimeError as error:
+        if error.getCondition() != JVM_EXITED:
+            raise
+        raise UserError(f"Spark's JVM ended as it started, with {named} (its own lines above say why); check "
+                        "spark.master, and JAVA_HOME or the java on PATH (Java 17 or later)") from error
+    except Py4JJavaError as error:
+        raise UserError(f"Spark could not start on {named} ({start_failure(error)}; Spark's lines above say "
+                        f"more); {START_REMEDY['local' if master.startswith('local') else 'cluster']}") from error
     spark.sparkContext.setLogLevel(settings.log_level)
     keep_jvm_through_stop_signals(spark)
     return spark
+
+
+def check_yarn_configuration(master: str) -> None:
+    """Refuse master "yarn" where no ``HADOOP_CONF_DIR`` or ``YARN_CONF_DIR`` says where the cluster
+    is: spark-submit would end the JVM with a Java trace before the job could say why."""
+    if master == YARN_MASTER and not any(os.environ.get(name) for name in YARN_CONFIGURATION):
+        raise UserError("spark.master = 'yarn' needs HADOOP_CONF_DIR or YARN_CONF_DIR in the environment, naming "
+                        "the directory of the cluster's client configuration (yarn-site.xml); set one, or submit "
+                        "the job with spark-submit --master yarn")
+
+
+def start_failure(error: Py4JJavaError) -> str:
+    """Why a Spark session did not start: its innermost Java cause (an API server that refused the
+    connection, say), or for a context that its scheduler stopped as it started, that."""
+    causes = java_causes(error)
+    name, message = causes[-1] if causes else ("", str(error))
+    if STOPPED_CONTEXT in message:
+        return "the cluster manager ended the application as it started"
+    return f"{name.rsplit('.', 1)[-1]}: {message.splitlines()[0] if message else ''}".strip(": ")
 
 
 def keep_jvm_through_stop_signals(spark: SparkSession) -> None:

@@ -92,6 +92,28 @@ def test_bad_setting_ends_the_job_before_spark_starts(tmp_path, override, first_
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.parametrize("master,environment,first_words", [
+    ("yarn", {"HADOOP_CONF_DIR": None, "YARN_CONF_DIR": None},
+     "spark.master = 'yarn' needs HADOOP_CONF_DIR or YARN_CONF_DIR in the environment"),
+    ("k8s://https://127.0.0.1:9", {},
+     "Spark could not start on spark.master = 'k8s://https://127.0.0.1:9' (ConnectException: Connection refused;"),
+    ("local[1]", {"JAVA_HOME": "/nonexistent"},
+     "Spark's JVM ended as it started, with spark.master = 'local[1]' (its own lines above say why); check"),
+], ids=["yarn-without-its-configuration", "cluster-manager-refuses", "no-java"])
+def test_a_spark_that_cannot_start_is_one_line_naming_the_master(tmp_path, master, environment, first_words):
+    """Each ended the job with Java's or Python's trace, exit 1 (the YARN and Java cases), or blamed
+    a file system (the cluster manager's refused connection); a standalone master that never answers
+    takes the cluster manager's path after Spark's 60 s of retries (tried by hand). `environment`'s
+    None removes a variable."""
+    (tmp_path / "corpus.txt").write_text(WORDS)
+    variables = {name: value for name, value in {**job_environment(), **environment}.items() if value is not None}
+    result = subprocess.run([sys.executable, str(JOBS / "pipeline.py"), "--root", str(tmp_path / "root"),
+                             "--input", str(tmp_path / "corpus.txt"), "--set", f"spark.master={master}"],
+                            capture_output=True, text=True, timeout=300, env=variables)
+    assert_one_line_error(result, "pipeline", first_words)
+    assert not (tmp_path / "root").exists()
+
+
 @pytest.mark.parametrize("given,first_words", [
     ("{tmp}/absent.txt", "input corpus {tmp}/absent.txt does not exist or matches no file; set CORPUS="),
     ("{tmp}/*.nothing", "input corpus {tmp}/*.nothing does not exist or matches no file"),
