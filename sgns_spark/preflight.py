@@ -35,6 +35,9 @@ READABLE_COMPRESSION = "gzip (.gz), bzip2 (.bz2) or zstd (.zst)"
 LZ4_FRAME_MAGIC = bytes.fromhex("04224d18")
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
+# Hadoop's paths read a ':' in a file or directory name as the start of a URI (HADOOP-3257, never
+# fixed): Spark's listing and readers fail on such a name with "Relative path in absolute URI"
+NAME_COLON = ":"
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
 
 
@@ -54,9 +57,11 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
     ------
     UserError
         When the path does not exist, matches nothing, names only empty directories, holds
-        sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it), or
-        holds a file compressed in a way Spark does not read (`check_compression`).
+        sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it), holds
+        a file compressed in a way Spark does not read (`check_compression`), or has a name, or
+        holds a file with a name, that Spark cannot read (`check_name`).
     """
+    check_name(path, "input corpus")
     listing = list_files(spark, path, INPUT_SETTING)
     if listing is None:
         raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
@@ -68,8 +73,23 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
             raise UserError(f"input corpus {path} holds sgns-spark output ({entry.path}), whose files would be read "
                             "as text; point --input (CORPUS= for make run) at the text alone, and keep run roots "
                             "outside it")
+        check_name(entry.path, "input file")
         check_compression(spark, entry)
     return CorpusInput(path, tuple(directories), tuple(files))
+
+
+def check_name(uri: str, what: str) -> None:
+    """Refuse a path whose file or directory names hold a ':' (`NAME_COLON`), before Spark fails on it
+    with a Java trace (a named file or directory) or in every task attempt (a file below a directory).
+
+    Raises
+    ------
+    UserError
+        When the path part of `uri` (after any scheme and host:port) holds a ':'.
+    """
+    if NAME_COLON in urllib.parse.urlsplit(uri).path:
+        raise UserError(f"{what} {uri} has a ':' in a file or directory name, which Hadoop's paths cannot hold, so "
+                        "Spark cannot read it; rename it, or link it under a name without ':'")
 
 
 def empty_corpus(path: str) -> UserError:

@@ -173,6 +173,25 @@ def test_a_file_compressed_in_a_way_spark_does_not_read_is_refused_before_any_wo
     assert str(raised.value).endswith("; decompress it, or recompress it as gzip (.gz), bzip2 (.bz2) or zstd (.zst)")
 
 
+@pytest.mark.parametrize("given,named", [
+    ("{tmp}/2026-12-07T00:00", "input corpus {tmp}/2026-12-07T00:00"),
+    ("{tmp}/2026-12-07T00:00/corpus.txt", "input corpus {tmp}/2026-12-07T00:00/corpus.txt"),
+    ("{tmp}/lines", "input file file:{tmp}/lines/part:1.txt"),
+], ids=["directory", "file-below-it", "file-in-a-directory"])
+def test_a_name_with_a_colon_is_refused_before_spark_reads_it(spark, tmp_path, given, named):
+    """A named path with a ':' in it ended the job with Python's and Java's traces, exit 1; a file
+    below a directory failed every task attempt, with Hadoop's "Relative path in absolute URI"."""
+    for directory, name in [("2026-12-07T00:00", "corpus.txt"), ("lines", "part:1.txt"), ("lines", "part-2.txt")]:
+        (tmp_path / directory).mkdir(exist_ok=True)
+        (tmp_path / directory / name).write_text(WORDS)
+    with pytest.raises(UserError) as raised:
+        corpus_input(spark, given.format(tmp=tmp_path))
+    assert str(raised.value) == (f"{named.format(tmp=tmp_path)} has a ':' in a file or directory name, which "
+                                 "Hadoop's paths cannot hold, so Spark cannot read it; rename it, or link it under a "
+                                 "name without ':'")
+    assert corpus_input(spark, str(tmp_path / "lines" / "part-2.txt")).files  # the same files, named without ':'
+
+
 def test_a_root_is_inside_an_input_only_below_one_of_its_directories(spark, tmp_path):
     for name in ("lake", "lake2"):
         (tmp_path / name).mkdir()
