@@ -3,12 +3,15 @@
 Every stage writes its outputs below ``<root>/_staging`` and renames them into place only
 when they are complete; its run report ``<root>/reports/<stage>.json`` is written last and
 marks the stage done. A re-run with the same settings skips a done stage; a re-run with
-different settings is refused rather than silently mixing two runs.
+different settings, or on input files that changed since, is refused rather than silently
+mixing two runs.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,13 +73,14 @@ def previous_report(storage: Storage, stage: str) -> dict | None:
     return storage.read_json(report_path(stage)) if storage.exists(report_path(stage)) else None
 
 
-def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> dict | None:
+def completed_report(storage: Storage, stage: str, settings: dict[str, Any],
+                     check: Callable[[dict[str, Any]], None] | None = None) -> dict | None:
     """Return the report of a done stage with these settings (and say it is skipped), None if not done.
 
     Raises
     ------
     UserError
-        When the stage is done under other settings.
+        When the stage is done under other settings, or `check` refuses its report.
     """
     report = previous_report(storage, stage)
     if report is None:
@@ -87,6 +91,8 @@ def completed_report(storage: Storage, stage: str, settings: dict[str, Any]) -> 
             f"run root {storage.root} holds a {stage} stage built with other settings "
             f"({', '.join(changed)}); use a new output root (OUT=, --root) or delete it"
         )
+    if check is not None:
+        check(report)
     print(f"[{stage}] already done in {storage.root}; skipping", flush=True)
     return report
 
@@ -106,7 +112,7 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
         The stage's run report.
     """
     settings = {"input": corpus.path, **config.prefixed("corpus"), **config.prefixed("vocab")}
-    done = completed_report(storage, "vocab", settings)
+    done = completed_report(storage, "vocab", settings, functools.partial(check_same_files, corpus, storage=storage))
     if done is not None:
         return done
     storage.clear_staging()
@@ -152,6 +158,35 @@ def run_vocab_stage(spark: SparkSession, config: Config, corpus: CorpusInput, st
     document = report.document()
     storage.write_json(report_path("vocab"), document)
     return document
+
+
+def check_same_files(corpus: CorpusInput, report: dict[str, Any], storage: Storage) -> None:
+    """Refuse a done vocab stage whose input's files changed since it read them: a file added,
+    removed, or of another size or modification time (to the second) than it recorded. Skipped,
+    the rerun would train and publish the old files' vectors as new ones.
+
+    Raises
+    ------
+    UserError
+        When the files differ, naming how many of each kind and the first of each.
+    """
+    counts = report["counts"]
+    skipped = {file_key(path) for path in counts["corrupt_files"]}
+    recorded = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"]) for entry in counts["files"]}
+    listed = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"])
+              for entry in input_files([entry for entry in corpus.files if file_key(entry.path) not in skipped])}
+    differences = {
+        "added": sorted(listed.keys() - recorded.keys()),
+        "removed": sorted(recorded.keys() - listed.keys()),
+        "changed": sorted(path for path in listed.keys() & recorded.keys() if listed[path] != recorded[path]),
+    }
+    found = [f"{len(paths)} {'file' if len(paths) == 1 else 'files'} {kind} ({paths[0]}{', ...' * (len(paths) > 1)})"
+             for kind, paths in differences.items() if paths]
+    if found:
+        raise UserError(f"input corpus {corpus.path} changed since run root {storage.root} read it: "
+                        f"{'; '.join(found)}; the root's vocabulary, model and exports are of the files it read "
+                        "then: use a new output root (OUT=, --root) for new input, as a scheduled run does with its "
+                        "date, or delete it")
 
 
 def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):

@@ -237,6 +237,35 @@ def test_truncated_gzip_is_named_and_a_setting_skips_it(tmp_path):
     counts = json.loads((tmp_path / "root" / "reports" / "vocab.json").read_text())["counts"]
     assert counts["skipped_corrupt_files"] == 1 and counts["corrupt_files"] == [f"file://{corpus}/b c.gz"]
     assert counts["corpus_tokens"] == 2 * 20_000 and counts["input_files"] == 2
+    again = run_job("vocab", tmp_path / "root", "--input", str(corpus), "--set", "corpus.skip_corrupt_files=true")
+    assert again.returncode == 0 and "[vocab] already done in " in again.stdout, again.stderr[-2000:]  # not a change
+
+
+def test_a_done_vocab_stage_is_not_reused_for_input_files_that_changed(spark, storage, tmp_path):
+    """A rerun on a root whose input gained, lost or changed a file said "already done" and went on
+    with the old files' vocabulary: a nightly run reusing its root republished yesterday's vectors."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(WORDS)
+    (corpus / "b.txt").write_text(WORDS)
+    config = make_config()
+    first = run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), storage)
+    assert run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), storage) == first  # unchanged: reused
+    changes = [
+        (lambda: (corpus / "c.txt").write_text(WORDS), "1 file added (file:{corpus}/c.txt)"),
+        (lambda: (corpus / "c.txt").unlink() or (corpus / "b.txt").unlink(), "1 file removed (file:{corpus}/b.txt)"),
+        (lambda: (corpus / "b.txt").write_text(WORDS + " w1"), "1 file changed (file:{corpus}/b.txt)"),
+        (lambda: [(corpus / name).write_text(WORDS) for name in ("b.txt", "c.txt", "d.txt")],
+         "2 files added (file:{corpus}/c.txt, ...); 1 file changed (file:{corpus}/b.txt)"),
+    ]
+    for change, found in changes:
+        change()
+        with pytest.raises(UserError) as raised:
+            run_vocab_stage(spark, config, corpus_input(spark, str(corpus)), storage)
+        assert str(raised.value) == (
+            f"input corpus {corpus} changed since run root {storage.root} read it: {found.format(corpus=corpus)}; the "
+            "root's vocabulary, model and exports are of the files it read then: use a new output root (OUT=, "
+            "--root) for new input, as a scheduled run does with its date, or delete it")
 
 
 def test_a_directory_of_gzip_and_plain_files_is_read_whole_and_hidden_files_are_skipped(spark, storage, tmp_path):
