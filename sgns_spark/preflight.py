@@ -33,11 +33,11 @@ READABLE_COMPRESSION = "gzip (.gz), bzip2 (.bz2) or zstd (.zst)"
 # the lz4 tool writes its frame format, which starts with this magic number; Hadoop's .lz4 codec
 # reads only Hadoop's own block format, and reads such a file as no text at all, without an error
 LZ4_FRAME_MAGIC = bytes.fromhex("04224d18")
+# Hadoop's paths read a ':' in a file or directory name as the start of a URI (HADOOP-14217, still
+# open): Spark's listing and readers fail on such a name with "Relative path in absolute URI"
+NAME_COLON = ":"
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
-# Hadoop's paths read a ':' in a file or directory name as the start of a URI (HADOOP-3257, never
-# fixed): Spark's listing and readers fail on such a name with "Relative path in absolute URI"
-NAME_COLON = ":"
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
 
 

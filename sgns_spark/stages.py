@@ -174,7 +174,7 @@ def check_same_files(corpus: CorpusInput, report: dict[str, Any], storage: Stora
     skipped = {file_key(path) for path in counts["corrupt_files"]}
     recorded = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"]) for entry in counts["files"]}
     listed = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"])
-              for entry in input_files([entry for entry in corpus.files if file_key(entry.path) not in skipped])}
+              for entry in input_files([file for file in corpus.files if file_key(file.path) not in skipped])}
     differences = {
         "added": sorted(listed.keys() - recorded.keys()),
         "removed": sorted(recorded.keys() - listed.keys()),
