@@ -36,6 +36,7 @@ LZ4_FRAME_MAGIC = bytes.fromhex("04224d18")
 # Hadoop's paths read a ':' in a file or directory name as the start of a URI (HADOOP-14217, still
 # open): Spark's listing and readers fail on such a name with "Relative path in absolute URI"
 NAME_COLON = ":"
+LOCAL_SCHEMES = ("", "file")  # a path on the driver's own disk
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
@@ -58,10 +59,12 @@ def corpus_input(spark: SparkSession, path: str) -> CorpusInput:
     UserError
         When the path does not exist, matches nothing, names only empty directories, holds
         sgns-spark's output (`OUTPUT_MARKER`: a run root or a published version below it), holds
-        a file compressed in a way Spark does not read (`check_compression`), or has a name, or
-        holds a file with a name, that Spark cannot read (`check_name`).
+        a file compressed in a way Spark does not read (`check_compression`), has a name, or
+        holds a file with a name, that Spark cannot read (`check_name`), or is a pipe or a device
+        (`check_not_special`).
     """
     check_name(path, "input corpus")
+    check_not_special(path)
     listing = list_files(spark, path, INPUT_SETTING)
     if listing is None:
         raise UserError(f"input corpus {path} does not exist or matches no file; set CORPUS= (make) or --input")
@@ -90,6 +93,23 @@ def check_name(uri: str, what: str) -> None:
     if NAME_COLON in urllib.parse.urlsplit(uri).path:
         raise UserError(f"{what} {uri} has a ':' in a file or directory name, which Hadoop's paths cannot hold, so "
                         "Spark cannot read it; rename it, or link it under a name without ':'")
+
+
+def check_not_special(path: str) -> None:
+    """Refuse a local input that is neither a file nor a directory (``/dev/stdin``, a named pipe, a
+    device), which Spark lists as an empty file, so that the job said the corpus was empty.
+
+    Raises
+    ------
+    UserError
+        When `path` (without a scheme, or ``file:``) names such a thing on the driver's disk.
+    """
+    parts = urllib.parse.urlsplit(path)
+    local = Path(parts.path)
+    if parts.scheme in LOCAL_SCHEMES and local.exists() and not (local.is_file() or local.is_dir()):
+        raise UserError(f"input corpus {path} is a pipe or a device, not a file, and Spark reads only files (its "
+                        "executors read the input themselves, in parallel); write the text to a file, and point "
+                        "--input (CORPUS= for make run) at it")
 
 
 def empty_corpus(path: str) -> UserError:

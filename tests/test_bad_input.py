@@ -192,6 +192,17 @@ def test_a_name_with_a_colon_is_refused_before_spark_reads_it(spark, tmp_path, g
     assert corpus_input(spark, str(tmp_path / "lines" / "part-2.txt")).files  # the same files, named without ':'
 
 
+@pytest.mark.parametrize("given", ["{tmp}/fifo", "/dev/null", "file:/dev/null"], ids=["named-pipe", "device", "uri"])
+def test_a_pipe_or_a_device_as_input_is_named_as_one_not_as_an_empty_corpus(spark, tmp_path, given):
+    """``--input /dev/stdin`` under ``zcat x.gz |`` said the corpus was empty: Spark lists a pipe as
+    an empty file, and its executors could not read the driver's pipe anyway."""
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError) as raised:
+        corpus_input(spark, given.format(tmp=tmp_path))
+    assert str(raised.value).startswith(f"input corpus {given.format(tmp=tmp_path)} is a pipe or a device, not a "
+                                        "file, and Spark reads only files"), raised.value
+
+
 def test_a_root_is_inside_an_input_only_below_one_of_its_directories(spark, tmp_path):
     for name in ("lake", "lake2"):
         (tmp_path / name).mkdir()
