@@ -129,10 +129,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
-    arguments.out.write_text("\n".join(generate_lines(arguments.tokens, arguments.seed)) + "\n")
+    wrote = write_if_changed(arguments.out, "\n".join(generate_lines(arguments.tokens, arguments.seed)) + "\n")
     if arguments.questions:
-        arguments.questions.write_text("\n".join(analogy_questions()) + "\n")
-    print(f"wrote {arguments.out} ({arguments.tokens:,} tokens, seed {arguments.seed})")
+        write_if_changed(arguments.questions, "\n".join(analogy_questions()) + "\n")
+    print(f"{'wrote' if wrote else 'kept'} {arguments.out} ({arguments.tokens:,} tokens, seed {arguments.seed})")
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write `text` to `path` unless it holds that text already; return whether it wrote.
+
+    A file left alone keeps its modification time, so a second ``make run`` on the same root finds
+    the input its vocab stage read, and skips the stages that are done (a rewritten file is a
+    changed input: `sgns_spark.stages.check_same_files`).
+    """
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 import math
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 from conftest import make_config
 
+from sgns_spark import synthetic
+from sgns_spark.errors import UserError
 from sgns_spark.preflight import corpus_input
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.tokenize import read_sentences
@@ -78,6 +81,27 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     assert decoded == Counter({row[0]: row[2] for row in expected})  # ids name the right words
     again = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back
+
+
+def test_a_second_make_run_keeps_its_demo_corpus_so_its_done_stages_are_skipped(spark, storage, tmp_path,
+                                                                                monkeypatch, capsys):
+    """`make run` writes the demo corpus every time. Rewritten, the file was a changed input, and a
+    second `make run` on the same root was refused (`check_same_files`) where it had been a no-op."""
+    path = tmp_path / "demo" / "corpus.txt"
+
+    def write_demo(tokens: int) -> str:
+        monkeypatch.setattr(sys, "argv", ["synthetic", "--out", str(path), "--tokens", str(tokens)])
+        synthetic.main()
+        return capsys.readouterr().out.splitlines()[-1]  # its line, after the stages' own
+
+    assert write_demo(20_000).startswith("wrote ")
+    written = path.stat().st_mtime_ns
+    report = run_vocab_stage(spark, make_config(), corpus_input(spark, str(path)), storage)
+    assert write_demo(20_000).startswith("kept ") and path.stat().st_mtime_ns == written
+    assert run_vocab_stage(spark, make_config(), corpus_input(spark, str(path)), storage) == report
+    assert write_demo(30_000).startswith("wrote ")  # another DEMO_TOKENS on the same OUT: another input
+    with pytest.raises(UserError, match=r"changed since run root .* read it: 1 file changed"):
+        run_vocab_stage(spark, make_config(), corpus_input(spark, str(path)), storage)
 
 
 def test_corpus_fingerprint_is_the_xor_of_sentence_hashes_whatever_the_partitioning(spark, tmp_path):
