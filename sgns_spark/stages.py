@@ -172,9 +172,8 @@ def check_same_files(corpus: CorpusInput, report: dict[str, Any], storage: Stora
     """
     counts = report["counts"]
     skipped = {file_key(path) for path in counts["corrupt_files"]}
-    recorded = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"]) for entry in counts["files"]}
-    listed = {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"])
-              for entry in input_files([file for file in corpus.files if file_key(file.path) not in skipped])}
+    recorded = file_states(counts["files"])
+    listed = file_states(input_files([file for file in corpus.files if file_key(file.path) not in skipped]))
     differences = {
         "added": sorted(listed.keys() - recorded.keys()),
         "removed": sorted(recorded.keys() - listed.keys()),
@@ -187,6 +186,11 @@ def check_same_files(corpus: CorpusInput, report: dict[str, Any], storage: Stora
                         f"{'; '.join(found)}; the root's vocabulary, model and exports are of the files it read "
                         "then: use a new output root (OUT=, --root) for new input, as a scheduled run does with its "
                         "date, or delete it")
+
+
+def file_states(files: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
+    """``{file: (bytes, modification time)}`` of files as `sgns_spark.lineage.input_files` lists them."""
+    return {file_key(entry["path"]): (entry["bytes"], entry["modified_utc"]) for entry in files}
 
 
 def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
