@@ -153,7 +153,11 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         roots = read_roots(spark, stage, config, storage)
         storage.check_writable()
         with RunLock(storage, stage), Progress(spark, stage, config.spark.progress_seconds) as progress:
-            body(Job(spark, config, storage, corpus, progress))
+            try:
+                body(Job(spark, config, storage, corpus, progress))
+            except Exception:
+                discard_staging(storage)  # while the lock is held: the staging is this job's alone
+                raise
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
         user_error = user_error_of(error, roots)
         if user_error is None:
@@ -176,6 +180,17 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
               "model rounds it committed and the versions it published stay, and nothing half-written is "
               "published: rerun the same command to resume", file=sys.stderr, flush=True)
         sys.exit(SIGNAL_EXIT_BASE + signal_number)
+
+
+def discard_staging(storage: Storage) -> None:
+    """Remove what a failing job half-wrote in its run root's staging directory (a model round, a
+    version being exported), so that a job that failed for a full disk frees the space it took
+    rather than holding it until the next run on the root. Nothing there is committed or published.
+    Best effort: where the file system itself failed, the next run on the root clears it first."""
+    try:
+        storage.clear_staging()
+    except Exception:  # noqa: BLE001 - the job's own error is the one it ends with
+        pass
 
 
 def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage) -> list[Storage]:

@@ -352,6 +352,39 @@ def test_a_full_disk_that_python_meets_is_the_disk_full_line():
                                                     "the run root and spark.local.dir, or choose another --root")
 
 
+FULL_DISK_WORDS = 2_000  # distinct words of the full-disk corpus, each 10 times
+FULL_DISK = "5m"  # its file system: room for the run root's training (one model round: 1.6 MB), not its export
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of `FULL_DISK` (a tmpfs mounted on a directory), or skip: mounting needs root."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FULL_DISK}", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a small file system for a full disk needs mount (root): {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_job_that_fills_the_disk_ends_in_one_line_and_frees_what_it_half_wrote(tmp_path, small_disk):
+    """A real full disk: training fits on it, the export does not. The job ended in one line, but
+    left its half-written export in the run root's staging, holding the disk full until the next
+    run on the root (which clears the staging first, as after a kill)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(f"w{index % FULL_DISK_WORDS}" for index in range(FULL_DISK_WORDS * 10)))
+    root = small_disk / "root"
+    result = run_job("pipeline", root, "--input", str(corpus))
+    assert_one_line_error(result, "pipeline", "a disk filled up (No space left on device); free space under the "
+                                              "run root and spark.local.dir, or choose another --root")
+    assert (root / "model" / "_LATEST").exists() and not (root / "export" / "_LATEST").exists()
+    assert [path for path in (root / "_staging").rglob("*") if path.is_file()] == []
+
+
 def test_of_two_runs_taking_over_one_stale_lock_at_once_exactly_one_gets_it(spark, tmp_path, monkeypatch):
     """Two runs that both found a dead run's lock stale both deleted "it": the later delete could
     remove the lock the other had just made, and then both ran on the root (at race 1)."""
