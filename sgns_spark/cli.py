@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config, load_config
-from sgns_spark.errors import UserError, java_causes
+from sgns_spark.errors import UserError, java_causes, python_causes
 from sgns_spark.lock import RunLock
 from sgns_spark.preflight import (
     CorpusInput,
@@ -231,8 +231,8 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached "
                          f"({unreachable.group(1)}: {causes[-1][1]}); check the host and port of --input, --root "
                          "and train.warm_start_from, and that the file system is up")
-    if any(DISK_FULL in message for _, message in causes) or (
-            isinstance(error, OSError) and error.errno == errno.ENOSPC):
+    if any(DISK_FULL in message for _, message in causes) or any(
+            isinstance(cause, OSError) and cause.errno == errno.ENOSPC for cause in python_causes(error)):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")
     return None

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sgns_spark.arrow import lists_to_matrix, spark_schema
+from sgns_spark.session import broadcast
 from sgns_spark.vectors import NORM_FLOOR
 
 NEIGHBOUR_WORDS = 10_000
@@ -55,7 +56,7 @@ def drift_report(spark: SparkSession, new: DataFrame, parent: DataFrame, dim: in
     frequent = pairs.orderBy(F.desc("count"), "word").limit(NEIGHBOUR_WORDS).toArrow()
     new_unit = unit_rows(lists_to_matrix(frequent.column("new"), dim)).astype(np.float32)  # (n, dim)
     parent_unit = unit_rows(lists_to_matrix(frequent.column("parent"), dim)).astype(np.float32)
-    candidates = spark.sparkContext.broadcast((new_unit, parent_unit))
+    candidates = broadcast(spark.sparkContext, (new_unit, parent_unit))
     starts = list(range(0, frequent.num_rows, QUERY_BLOCK))
     overlap = spark.sparkContext.parallelize(starts, max(1, min(len(starts), spark.sparkContext.defaultParallelism)))
     overlap_sum = overlap.map(lambda start: block_overlap(start, candidates.value)).sum()

@@ -36,3 +36,14 @@ def java_causes(error: BaseException) -> list[tuple[str, str]]:
         causes.append((str(throwable.getClass().getName()), str(throwable.getMessage() or "")))
         throwable = throwable.getCause()
     return causes
+
+
+def python_causes(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from or while handling (``__cause__``, else
+    ``__context__``), outermost first: PySpark raises its own exception over an ``OSError`` in
+    places (a broadcast that spark.local.dir has no room for is a ``PicklingError``)."""
+    causes: list[BaseException] = []
+    while error is not None and error not in causes:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    return causes

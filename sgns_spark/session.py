@@ -4,12 +4,15 @@ leave its JVM connection usable after a signal interrupted a call on it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import sys
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
+from pyspark import Broadcast, SparkContext
 from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
@@ -96,6 +99,18 @@ def build_session(config: Config, stage: str) -> SparkSession:
     spark.sparkContext.setLogLevel(settings.log_level)
     keep_jvm_through_stop_signals(spark)
     return spark
+
+
+def broadcast(context: SparkContext, value: object) -> Broadcast:
+    """``context.broadcast(value)`` without PySpark's own print of a trace when the value cannot be
+    written (a full disk under spark.local.dir): PySpark prints the trace to stderr, then raises,
+    so it stood above the job's one-line error. The error it raises keeps its cause, an ``OSError``,
+    so a failure that is not a user error still ends with the whole trace."""
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        shared = context.broadcast(value)
+    sys.stderr.write(printed.getvalue())  # nothing, unless another thread wrote meanwhile
+    return shared
 
 
 def check_yarn_configuration(master: str) -> None:

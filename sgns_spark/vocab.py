@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from sgns_spark.arrow import list_lengths, lists_from_lengths, spark_schema
 from sgns_spark.config import VocabSettings
+from sgns_spark.session import broadcast
 
 ENCODED_SCHEMA = pa.schema([("sentence_key", pa.int64()), ("ids", pa.list_(pa.int32()))])
 
@@ -82,7 +83,7 @@ def encode_corpus(sentences: DataFrame, vocabulary_words: list[str], partitions:
     DataFrame
         ``sentence_key long, ids array<int>``.
     """
-    broadcast_words = sentences.sparkSession.sparkContext.broadcast(vocabulary_words)
+    broadcast_words = broadcast(sentences.sparkSession.sparkContext, vocabulary_words)
     encoded = sentences.select("sentence_key", "tokens").mapInArrow(
         functools.partial(encode_batches, words=broadcast_words), spark_schema(ENCODED_SCHEMA)
     )

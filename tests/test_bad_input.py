@@ -8,6 +8,7 @@ import io
 import json
 import lzma
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,7 @@ from sgns_spark.errors import UserError
 from sgns_spark.export import run_export_stage
 from sgns_spark.preflight import check_root_outside, corpus_input
 from sgns_spark.query import main as query_main
+from sgns_spark.session import broadcast
 from sgns_spark.stages import run_vocab_stage
 from sgns_spark.storage import Storage
 from sgns_spark.tokenize import MAX_RECORD_BYTES
@@ -48,6 +50,8 @@ WORDS = " ".join(f"w{index % 50}" for index in range(20_000))
 LOCK_RACES = 100  # two runs creating the lock at once, this many times
 TAKEOVER_RACES = 50  # two runs taking over one stale lock at once, this many times
 DEAD_PID = 2 ** 22 + 1  # above Linux's largest pid (pid_max is at most 2^22): no process has it
+DISK_FULL_LINE = ("a disk filled up (No space left on device); free space under the run root and spark.local.dir, "
+                  "or choose another --root")
 
 
 def run_job(job, root, *arguments):
@@ -348,8 +352,7 @@ def test_a_full_disk_that_python_meets_is_the_disk_full_line():
     with pytest.raises(OSError) as raised, open("/dev/full", "w") as full:
         full.write("x")
         full.flush()
-    assert str(user_error_of(raised.value, [])) == ("a disk filled up (No space left on device); free space under "
-                                                    "the run root and spark.local.dir, or choose another --root")
+    assert str(user_error_of(raised.value, [])) == DISK_FULL_LINE
 
 
 FULL_DISK_WORDS = 2_000  # distinct words of the full-disk corpus, each 10 times
@@ -379,10 +382,49 @@ def test_a_job_that_fills_the_disk_ends_in_one_line_and_frees_what_it_half_wrote
     corpus.write_text(" ".join(f"w{index % FULL_DISK_WORDS}" for index in range(FULL_DISK_WORDS * 10)))
     root = small_disk / "root"
     result = run_job("pipeline", root, "--input", str(corpus))
-    assert_one_line_error(result, "pipeline", "a disk filled up (No space left on device); free space under the "
-                                              "run root and spark.local.dir, or choose another --root")
+    assert_one_line_error(result, "pipeline", DISK_FULL_LINE)
     assert (root / "model" / "_LATEST").exists() and not (root / "export" / "_LATEST").exists()
     assert [path for path in (root / "_staging").rglob("*") if path.is_file()] == []
+
+
+def fill(disk: Path) -> None:
+    """Write to `disk` until it has no room left."""
+    with open(disk / "ballast", "wb", buffering=0) as ballast, pytest.raises(OSError):
+        while True:
+            ballast.write(bytes(1 << 16))
+
+
+def test_a_broadcast_that_spark_local_dir_has_no_room_for_is_the_disk_full_line(spark, small_disk, monkeypatch,
+                                                                                capfd):
+    """PySpark writes a broadcast to a file under spark.local.dir (its context's temporary directory).
+    On a full disk it printed its own trace, then raised a PicklingError over the OSError, which was
+    not taken for a full disk: the job ended with Python's trace, exit 1."""
+    fill(small_disk)
+    monkeypatch.setattr(spark.sparkContext, "_temp_dir", str(small_disk))
+    with pytest.raises(pickle.PicklingError) as raised:
+        broadcast(spark.sparkContext, np.zeros(1 << 16))
+    assert "Traceback" not in capfd.readouterr().err
+    assert str(user_error_of(raised.value, [])) == DISK_FULL_LINE
+
+
+def test_spark_logs_an_exception_by_the_first_line_of_its_message(tmp_path):
+    """A failed Spark job's exception holds its task's whole trace in its message, and Spark's
+    lines showed it ("Aborting job ... (Job aborted due to stage failure: ... at ...)")."""
+    script = tmp_path / "log.py"
+    script.write_text(
+        "from sgns_spark.config import load_config\n"
+        "from sgns_spark.session import build_session\n"
+        "spark = build_session(load_config(None, ['spark.master=local[1]']), 'log')\n"
+        "error = spark._jvm.java.io.IOException('the first line\\n\\tat the second line')\n"
+        "spark._jvm.org.apache.logging.log4j.LogManager.getLogger('sgns.Probe').error('a failure', error)\n"
+        "spark.stop()\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            env=job_environment(), cwd=JOBS.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = [line for line in result.stderr.splitlines() if "a failure" in line]
+    assert len(logged) == 1 and logged[0].endswith(" ERROR Probe: a failure (the first line)"), \
+        result.stderr[-2000:]
+    assert "the second line" not in result.stderr
 
 
 def test_of_two_runs_taking_over_one_stale_lock_at_once_exactly_one_gets_it(spark, tmp_path, monkeypatch):

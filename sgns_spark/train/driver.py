@@ -30,6 +30,7 @@ from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import CORPUS_DIRECTORY, MODEL_DIRECTORY, VOCAB_DIRECTORY, report_path
 from sgns_spark.progress import elapsed_text
+from sgns_spark.session import broadcast
 from sgns_spark.spark_metrics import job_group_metrics, warm_up
 from sgns_spark.stages import StageReport, completed_report
 from sgns_spark.storage import Storage
@@ -135,8 +136,8 @@ class Trainer:
         self.corpus_words = int(vocab_report["counts"]["retained_tokens"])
         self.schedule = rounds(train)
         context = spark.sparkContext
-        self.keep_probability = context.broadcast(keep_probability)
-        self.noise_weights = context.broadcast(noise_weights)
+        self.keep_probability = broadcast(context, keep_probability)
+        self.noise_weights = broadcast(context, noise_weights)
         self.noise_scales = {groups: noise_scales(kept_counts, noise_weights, groups)
                              for groups in {planned.groups for planned in self.schedule}}
         corpus = storage.read_parquet(CORPUS_DIRECTORY)

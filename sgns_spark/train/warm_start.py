@@ -33,6 +33,7 @@ from sgns_spark.layout import (
     SIDE_NAMES,
     version_name,
 )
+from sgns_spark.session import broadcast
 from sgns_spark.storage import Storage
 from sgns_spark.train.model_store import initial_rows, keyed_rows, read_latest, round_settings
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE
@@ -139,7 +140,7 @@ class WarmStart:
         shared_ids = self.shared.select("id").toArrow().column("id").to_numpy()
         carried = np.zeros(vocab_size, dtype=bool)  # (vocab,) the ids whose rows come from the parent
         carried[shared_ids] = True
-        self.carried = spark.sparkContext.broadcast(carried)  # read by the initialisation and the kernel
+        self.carried = broadcast(spark.sparkContext, carried)  # read by the initialisation and the kernel
 
     def counts(self) -> dict:
         """``parent`` (its lineage), ``shared_words``, ``new_words``, ``dropped_words``."""
