@@ -211,9 +211,12 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
     if damage is not None:
         return damage
     unreadable = unreadable_file(error)
+    if unreadable is not None and unreadable.removed:
+        return UserError(f"input file {unreadable.path} cannot be read ({unreadable.reason}): the input changed "
+                         "while the job read it; rerun once it no longer changes (a scheduled run: on a complete "
+                         "directory, written elsewhere and moved into place)")
     if unreadable is not None:
-        path, reason = unreadable
-        return UserError(f"input file {path} cannot be read ({reason}); fix or remove it, "
+        return UserError(f"input file {unreadable.path} cannot be read ({unreadable.reason}); fix or remove it, "
                          "or set corpus.skip_corrupt_files=true to skip such files")
     causes = java_causes(error)
     if any(name == OUT_OF_MEMORY for name, _ in causes):

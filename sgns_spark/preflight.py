@@ -11,8 +11,10 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
@@ -40,6 +42,10 @@ LOCAL_SCHEMES = ("", "file")  # a path on the driver's own disk
 # Spark's message for a file a job could not read, with the file's URI (percent-encoded, so without
 # spaces) and a sentence's full stop after it; a footer error goes on over more lines
 UNREADABLE_FILE = re.compile(r"FAILED_READ_FILE[\w.]*\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
+# a file listed, then gone: Spark's error class as it plans a read, Java's exception as a task reads
+PATH_NOT_FOUND = "PATH_NOT_FOUND"
+FILE_NOT_FOUND = "java.io.FileNotFoundException"
+REMOVED = "it was removed after the job listed it"
 
 
 @dataclass(frozen=True)
@@ -170,15 +176,28 @@ def check_local_files(config: Config) -> None:
             raise UserError(f"evaluate.{name}: {error}; fix the file or set evaluate.{name} to \"\"") from None
 
 
-def unreadable_file(error: BaseException) -> tuple[str, str] | None:
-    """``(file, reason)`` when a Spark job failed reading one input file, else None."""
+class UnreadableFile(NamedTuple):
+    """A file a Spark job failed to read (`unreadable_file`)."""
+
+    path: str  # in the spelling of the file listing
+    reason: str
+    removed: bool  # it was there when the job listed it, and not when the job read it
+
+
+def unreadable_file(error: BaseException) -> UnreadableFile | None:
+    """The file a Spark job failed to read, as it read it or as it planned the read (a file listed,
+    then removed: a directory that another process still writes to or rotates), else None."""
+    if isinstance(error, AnalysisException) and error.getCondition() == PATH_NOT_FOUND:
+        return UnreadableFile(listed_spelling(error.getMessageParameters()["path"]), REMOVED, True)
     if not isinstance(error, Py4JJavaError):
         return None
     causes = java_causes(error)
+    removed = any(name == FILE_NOT_FOUND for name, _ in causes)
     for _, message in causes:
         match = UNREADABLE_FILE.search(message)
         if match:
-            return listed_spelling(match.group(1)), causes[-1][1] or causes[-1][0]
+            return UnreadableFile(listed_spelling(match.group(1)),
+                                  REMOVED if removed else causes[-1][1] or causes[-1][0], removed)
     return None
 
 
@@ -191,11 +210,10 @@ def damaged_file(error: BaseException, roots: Sequence[Storage]) -> DamagedFileE
     unreadable = unreadable_file(error)
     if unreadable is None:
         return None
-    path, reason = unreadable
     for root in roots:
-        relative = root.relative_path(path)
+        relative = root.relative_path(unreadable.path)
         if relative is not None:
-            return root.damaged(relative, reason)
+            return root.damaged(relative, unreadable.reason)
     return None
 
 

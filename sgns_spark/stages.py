@@ -227,12 +227,11 @@ def read_corpus(spark: SparkSession, corpus: CorpusInput, config: Config):
             unreadable = unreadable_file(error)
             if unreadable is None or not config.corpus.skip_corrupt_files:
                 raise
-            path, reason = unreadable
-            readable = [entry for entry in files if not same_file(entry.path, path)]
+            readable = [entry for entry in files if not same_file(entry.path, unreadable.path)]
             if len(readable) == len(files):  # a file the listing does not name: skipping would not end
                 raise
-            print(f"[vocab] skipping {path}: it cannot be read ({reason})", flush=True)
-            skipped.append(path)
+            print(f"[vocab] skipping {unreadable.path}: it cannot be read ({unreadable.reason})", flush=True)
+            skipped.append(unreadable.path)
             files = readable
     read_by_line = set(by_line)
     by_space = [entry.path for entry in files if entry.path not in read_by_line]

@@ -235,6 +235,25 @@ def test_unusable_run_root_is_refused_before_tokenizing(tmp_path, root, first_wo
     assert "[vocab]" not in result.stdout
 
 
+def test_an_input_file_removed_after_the_job_listed_it_is_named_as_input_that_changed(spark, tmp_path):
+    """A directory that another process still writes to or rotates: a file the job's checks listed,
+    then removed before the vocab stage read it, ended the job with Spark's AnalysisException and
+    its trace, exit 1. (Removed while a task reads it, it is Java's FileNotFoundException, which
+    ends the same way; tried by hand: 40 files, 11 removed as the stage read them.)"""
+    (tmp_path / "in").mkdir()
+    for name in "ab":
+        (tmp_path / "in" / f"{name}.txt").write_text(WORDS)
+    corpus = corpus_input(spark, str(tmp_path / "in"))
+    (tmp_path / "in" / "b.txt").unlink()
+    storage = Storage(spark, str(tmp_path / "root"))
+    with pytest.raises(Exception) as raised:  # noqa: B017 - which exception is the subject: user_error_of's
+        run_vocab_stage(spark, make_config(), corpus, storage)
+    assert str(user_error_of(raised.value, [storage])) == (
+        f"input file file:{tmp_path}/in/b.txt cannot be read (it was removed after the job listed it): the input "
+        "changed while the job read it; rerun once it no longer changes (a scheduled run: on a complete directory, "
+        "written elsewhere and moved into place)")
+
+
 def test_truncated_gzip_is_named_and_a_setting_skips_it(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
