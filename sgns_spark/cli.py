@@ -43,6 +43,8 @@ DISK_FULL = "No space left on device"
 UNREACHABLE = re.compile(r"java\.net\.(ConnectException|UnknownHostException|NoRouteToHostException)")
 UNREACHABLE_SERVER = re.compile(r" to (\S+) failed on ")
 WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task whose Python worker died
+# a Python worker's import that failed: its interpreter lacks sgns-spark or a package it needs
+WORKER_IMPORT = re.compile(r"(?:ModuleNotFoundError|ImportError): ([^\r\n]+)")
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
@@ -227,6 +229,11 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
                          "spark.executor.pyspark.memory, locally free memory on this machine) or raise "
                          "train.num_shards, so that each task holds fewer rows")
+    missing = next((found for _, message in causes if (found := WORKER_IMPORT.search(message))), None)
+    if missing is not None:
+        return UserError(f"the executors' Python cannot import what sgns-spark needs ({missing.group(1)}); run them "
+                         "on a Python that has sgns-spark, numpy and pyarrow: PYSPARK_PYTHON or spark.pyspark.python, "
+                         "on a cluster the packed environment (make package, README: Running on a cluster)")
     unreachable = next((found for name, message in causes if (found := UNREACHABLE.search(f"{name} {message}"))),
                        None)
     if unreachable is not None:

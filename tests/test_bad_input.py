@@ -118,6 +118,24 @@ def test_a_spark_that_cannot_start_is_one_line_naming_the_master(tmp_path, maste
     assert not (tmp_path / "root").exists()
 
 
+def test_executors_whose_python_lacks_the_packages_end_the_job_in_one_line(tmp_path):
+    """A wrong PYSPARK_PYTHON, or a cluster's executors without the packed environment: every task
+    failed to import, and the job ended with Spark's lines holding the workers' Python traces, then
+    the driver's own trace, exit 1. Here the executors' Python is this one without its site-packages."""
+    bare_python = tmp_path / "bare-python"
+    bare_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare_python.chmod(0o755)
+    (tmp_path / "corpus.txt").write_text(WORDS)
+    result = subprocess.run([sys.executable, str(JOBS / "pipeline.py"), "--root", str(tmp_path / "root"),
+                             "--input", str(tmp_path / "corpus.txt"), "--set", "spark.master=local[1]"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**job_environment(), "PYSPARK_PYTHON": str(bare_python)})
+    assert_one_line_error(result, "pipeline", "the executors' Python cannot import what sgns-spark needs (No module "
+                                              "named '")
+    assert "ModuleNotFoundError: No module named '" in result.stderr  # Spark's lines keep the exception's line
+    assert_nothing_published(tmp_path / "root")
+
+
 @pytest.mark.parametrize("given,first_words", [
     ("{tmp}/absent.txt", "input corpus {tmp}/absent.txt does not exist or matches no file; set CORPUS="),
     ("{tmp}/*.nothing", "input corpus {tmp}/*.nothing does not exist or matches no file"),
