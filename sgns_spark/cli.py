@@ -45,6 +45,8 @@ UNREACHABLE_SERVER = re.compile(r" to (\S+) failed on ")
 WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task whose Python worker died
 # a Python worker's import that failed: its interpreter lacks sgns-spark or a package it needs
 WORKER_IMPORT = re.compile(r"(?:ModuleNotFoundError|ImportError): ([^\r\n]+)")
+# PySpark's refusal of executors whose Python is another minor version than the driver's
+WORKER_VERSION = re.compile(r"Python in worker has different version:? (\S+) than that in driver:? ([\d.]+)")
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
@@ -234,6 +236,11 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"the executors' Python cannot import what sgns-spark needs ({missing.group(1)}); run them "
                          "on a Python that has sgns-spark, numpy and pyarrow: PYSPARK_PYTHON or spark.pyspark.python, "
                          "on a cluster the packed environment (make package, README: Running on a cluster)")
+    versions = next((found for _, message in causes if (found := WORKER_VERSION.search(message))), None)
+    if versions is not None:
+        return UserError(f"the executors' Python is {versions.group(1)} and the driver's {versions.group(2)}, and "
+                         "PySpark needs one minor version on both; point PYSPARK_PYTHON or spark.pyspark.python (the "
+                         "executors') and PYSPARK_DRIVER_PYTHON (the driver's) at one Python version")
     unreachable = next((found for name, message in causes if (found := UNREACHABLE.search(f"{name} {message}"))),
                        None)
     if unreachable is not None:

@@ -118,21 +118,48 @@ def test_a_spark_that_cannot_start_is_one_line_naming_the_master(tmp_path, maste
     assert not (tmp_path / "root").exists()
 
 
-def test_executors_whose_python_lacks_the_packages_end_the_job_in_one_line(tmp_path):
+def other_minor_python() -> str | None:
+    """A Python 3.10 or later of another minor version than this one, on PATH or installed by pyenv, or None."""
+    for minor in range(10, 15):
+        if minor == sys.version_info.minor:
+            continue
+        candidates = [shutil.which(f"python3.{minor}"),
+                      *map(str, sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python3.{minor}")))]
+        for found in filter(None, candidates):
+            if subprocess.run([found, "--version"], capture_output=True).returncode == 0:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("executors_python", ["without-packages", "another-version"])
+def test_executors_whose_python_cannot_run_the_job_end_it_in_one_line(tmp_path, executors_python):
     """A wrong PYSPARK_PYTHON, or a cluster's executors without the packed environment: every task
-    failed to import, and the job ended with Spark's lines holding the workers' Python traces, then
-    the driver's own trace, exit 1. Here the executors' Python is this one without its site-packages."""
-    bare_python = tmp_path / "bare-python"
-    bare_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
-    bare_python.chmod(0o755)
+    failed, and the job ended with Spark's lines holding the workers' Python traces, then the
+    driver's own trace, exit 1. The executors' Python is this one without its site-packages, or
+    another minor version."""
+    python = tmp_path / "executors-python"
+    if executors_python == "without-packages":
+        python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+        python.chmod(0o755)
+        first_words, exception = "the executors' Python cannot import what sgns-spark needs (No module named '", \
+            "ModuleNotFoundError: No module named '"
+    else:
+        other = other_minor_python()
+        if other is None:
+            pytest.skip("no Python 3.10 to 3.14 of another minor version on PATH or in ~/.pyenv/versions")
+        python = Path(other)
+        version = subprocess.run([other, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        first_words = (f"the executors' Python is {version} and the driver's {sys.version_info.major}."
+                       f"{sys.version_info.minor}, and PySpark needs one minor version on both")
+        exception = "PySparkRuntimeError: [PYTHON_VERSION_MISMATCH] Python in worker has different version"
     (tmp_path / "corpus.txt").write_text(WORDS)
     result = subprocess.run([sys.executable, str(JOBS / "pipeline.py"), "--root", str(tmp_path / "root"),
                              "--input", str(tmp_path / "corpus.txt"), "--set", "spark.master=local[1]"],
                             capture_output=True, text=True, timeout=300,
-                            env={**job_environment(), "PYSPARK_PYTHON": str(bare_python)})
-    assert_one_line_error(result, "pipeline", "the executors' Python cannot import what sgns-spark needs (No module "
-                                              "named '")
-    assert "ModuleNotFoundError: No module named '" in result.stderr  # Spark's lines keep the exception's line
+                            env={**job_environment(), "PYSPARK_PYTHON": str(python)})
+    assert_one_line_error(result, "pipeline", first_words)
+    assert exception in result.stderr  # Spark's lines keep the exception's own line
     assert_nothing_published(tmp_path / "root")
 
 
