@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config, load_config
-from sgns_spark.errors import UserError, java_causes, python_causes
+from sgns_spark.errors import UserError, java_causes, jvm_gone, python_causes
 from sgns_spark.lock import RunLock
 from sgns_spark.preflight import (
     CorpusInput,
@@ -169,7 +169,7 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
         end_on_signals()
         if debug:
             traceback.print_exc()
-        if spark is not None:
+        if spark is not None and not jvm_gone(error):
             spark.stop()  # Spark's own lines about the failure come before ours
         print(f"sgns-spark {stage}: error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
@@ -211,6 +211,11 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
     of the first of `roots` it lies below (the run root, a warm start's parent), else an input file."""
     if isinstance(error, UserError):
         return error
+    if jvm_gone(error):
+        return UserError("Spark's JVM (the driver's) ended under the job: killed, most often by the system for want "
+                         "of memory, or crashed; what the job committed or published stays, so rerun the same command "
+                         "to resume, with more memory for the driver (spark.driver_memory, under spark-submit "
+                         "--driver-memory) or more free memory on this machine")
     damage = damaged_file(error, roots)
     if damage is not None:
         return damage

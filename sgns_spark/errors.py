@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from py4j.protocol import Py4JNetworkError
+
 
 class UserError(Exception):
     """A problem with the input or the settings, reported as one line and exit code 2."""
@@ -47,3 +49,9 @@ def python_causes(error: BaseException) -> list[BaseException]:
         causes.append(error)
         error = error.__cause__ or error.__context__
     return causes
+
+
+def jvm_gone(error: BaseException) -> bool:
+    """Whether `error` came of the driver's JVM ending under the job (killed, most often by the
+    system for want of memory): Py4J's connection to it broke, or could not be made again."""
+    return any(isinstance(cause, Py4JNetworkError | ConnectionRefusedError) for cause in python_causes(error))

@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JError, Py4JJavaError
 
-from sgns_spark.errors import DamagedFileError, UserError, java_causes
+from sgns_spark.errors import DamagedFileError, UserError, java_causes, jvm_gone
 from sgns_spark.layout import LOCK_FILE, TAKEOVER_FILE
 from sgns_spark.storage import Storage
 
@@ -145,6 +145,8 @@ class RunLock:
                           f"may take the lock over once it is {STALE_AFTER_SECONDS:.0f} s old)", flush=True)
                 failing = True
                 continue
+            except (Py4JError, ConnectionError):  # the JVM is gone; the job ends with its own line
+                return
             if failing:
                 print(f"[lock] the heartbeat of {self.storage.path(LOCK_FILE)} is refreshed again", flush=True)
                 failing = False
@@ -152,4 +154,9 @@ class RunLock:
     def __exit__(self, *exc_info) -> None:
         self.stopped.set()
         self.heartbeat.join()
-        self.storage.delete(LOCK_FILE)
+        try:
+            self.storage.delete(LOCK_FILE)
+        except Exception as error:  # noqa: BLE001 - raised again unless the JVM is gone
+            if not jvm_gone(error):
+                raise
+            # the lock stays, its holder's process ended: the next run on the root takes it over

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
 from pathlib import Path
 
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JJavaError, Py4JNetworkError
 from pyspark import Broadcast, SparkContext
 from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
@@ -98,6 +99,7 @@ def build_session(config: Config, stage: str) -> SparkSession:
                         f"more); {START_REMEDY['local' if master.startswith('local') else 'cluster']}") from error
     spark.sparkContext.setLogLevel(settings.log_level)
     keep_jvm_through_stop_signals(spark)
+    quiet_jvm_loss(spark)
     return spark
 
 
@@ -111,6 +113,32 @@ def broadcast(context: SparkContext, value: object) -> Broadcast:
         shared = context.broadcast(value)
     sys.stderr.write(printed.getvalue())  # nothing, unless another thread wrote meanwhile
     return shared
+
+
+class JvmLossFilter(logging.Filter):
+    """Drops a log record of a broken connection to the JVM (Py4J logs one, trace and all, on the
+    root logger as each call fails)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Py4JNetworkError | ConnectionError))
+
+
+def quiet_jvm_loss(spark: SparkSession) -> None:
+    """Keep Py4J and PySpark's accumulator server from printing traces when the JVM ends under the
+    job (killed, most often by the system for want of memory): the job's own line says so
+    (`sgns_spark.cli.user_error_of`). Their other errors still print. The accumulator server, a
+    ``socketserver``, prints every handler's error, here the end of the JVM's connection to it."""
+    root_logger = logging.getLogger()
+    if not any(isinstance(found, JvmLossFilter) for found in root_logger.filters):
+        root_logger.addFilter(JvmLossFilter())
+    server = spark.sparkContext._accumulatorServer
+    print_error = server.handle_error
+
+    def handle_error(request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], EOFError | ConnectionError):
+            print_error(request, client_address)
+
+    server.handle_error = handle_error
 
 
 def check_yarn_configuration(master: str) -> None:

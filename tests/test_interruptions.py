@@ -60,8 +60,8 @@ def watched_run(command: list[str], directory: Path, name: str, on_commit: Calla
     return committed_rounds, "".join(output), log.read(), returncode
 
 
-def python_workers(ancestor: int) -> list[int]:
-    """Process ids of the Python workers that Spark's daemons forked, below process `ancestor`."""
+def descendants(ancestor: int) -> dict[int, tuple[int, bytes]]:
+    """``{pid: (parent, command line)}`` of the processes below process `ancestor`."""
     parents, commands = {}, {}
     for status in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -78,9 +78,20 @@ def python_workers(ancestor: int) -> list[int]:
                 return True
         return False
 
-    daemon = b"pyspark.daemon"
-    return [pid for pid, parent in parents.items()
-            if daemon in commands[pid] and daemon in commands.get(parent, b"") and below(pid)]
+    return {pid: (parent, commands[pid]) for pid, parent in parents.items() if below(pid)}
+
+
+def python_workers(ancestor: int) -> list[int]:
+    """Process ids of the Python workers that Spark's daemons forked, below process `ancestor`."""
+    processes, daemon = descendants(ancestor), b"pyspark.daemon"
+    return [pid for pid, (parent, command) in processes.items()
+            if daemon in command and daemon in processes.get(parent, (0, b""))[1]]
+
+
+def spark_jvms(ancestor: int) -> list[int]:
+    """Process ids of the Spark JVMs (local mode's driver and executors in one) below process `ancestor`."""
+    return [pid for pid, (_, command) in descendants(ancestor).items()
+            if b"org.apache.spark.deploy.SparkSubmit" in command]
 
 
 def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undisturbed_rows(planted_run, tmp_path):
@@ -124,6 +135,29 @@ def test_a_run_stopped_by_signals_and_robbed_of_its_workers_ends_with_the_undist
     for side in ("input", "output"):
         np.testing.assert_array_equal(ours[side][0], expected[side][0])
         np.testing.assert_array_equal(ours[side][1], expected[side][1])
+
+
+def test_a_driver_jvm_killed_mid_run_ends_the_run_in_one_line_with_its_rounds_kept(planted_run, tmp_path):
+    """The system's out-of-memory killer picks the largest process, which the driver's JVM often
+    is. The driver then printed Py4J's traces and PySpark's accumulator server's, exit 1. The lock
+    stays behind, its holder gone, for the next run to take over (`test_bad_input`)."""
+    root = tmp_path / "root"
+    killed = []
+
+    def kill_jvm(process, committed_rounds, stderr):
+        if len(committed_rounds) == 1:
+            killed.extend(spark_jvms(process.pid))
+            for jvm in killed:
+                os.kill(jvm, signal.SIGKILL)
+
+    committed_rounds, _, stderr, returncode = watched_run(pipeline_command(root, planted_run["corpus"]), tmp_path,
+                                                          "jvm-killed", kill_jvm)
+    assert len(killed) == 1
+    assert_one_line_ending(returncode, stderr, 2, "sgns-spark pipeline: error: Spark's JVM (the driver's) ended "
+                                                  "under the job: killed, most often by the system for want of memory")
+    assert committed_rounds == [1]
+    assert json.loads((root / "model" / "_LATEST").read_text())["round"] == 1
+    assert not (root / "export").exists()
 
 
 def test_a_stop_signal_that_lands_in_a_finalizer_is_sent_again_and_stops_the_job():
