@@ -1,6 +1,7 @@
 """Build the SparkSession every job runs in, from the [spark] settings, or say in one line why it
-did not start; keep the JVM it starts through a stop signal sent to the whole process group; and
-leave its JVM connection usable after a signal interrupted a call on it."""
+did not start; keep the JVM it starts through a stop signal sent to the whole process group;
+leave its JVM connection usable after a signal interrupted a call on it; and keep PySpark's and
+Py4J's own traces of a full disk or a lost JVM from standing above the job's one line."""
 
 from __future__ import annotations
 
