@@ -16,7 +16,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sgns_spark.errors import UserError
-from sgns_spark.layout import LATEST_NAME, MANIFEST_NAME, PARQUET_NAME, pointed_number, version_name
+from sgns_spark.layout import (
+    EXPORT_DIRECTORY,
+    EXPORT_LATEST,
+    LATEST_NAME,
+    MANIFEST_NAME,
+    PARQUET_NAME,
+    REPORTS_DIRECTORY,
+    pointed_number,
+    version_name,
+)
 
 FLOAT32_LITTLE_ENDIAN = np.dtype("<f4")
 BINARY_VALUE_BYTES = FLOAT32_LITTLE_ENDIAN.itemsize  # a value's bytes in the word2vec binary format
@@ -77,9 +86,15 @@ class Vectors:
     @classmethod
     def load(cls, location: str | Path) -> Vectors:
         """Load a published version directory (with its manifest), a run root's ``export``
-        (whose ``_LATEST`` is followed), a ``vectors.parquet`` path, or a word2vec ``.txt``/``.bin`` file.
+        (whose ``_LATEST`` is followed) or the run root itself, a ``vectors.parquet`` path, or a
+        word2vec ``.txt``/``.bin`` file.
         """
         path = Path(location)
+        if (path / REPORTS_DIRECTORY).is_dir():  # a run root: its export's newest version
+            if not (path / EXPORT_LATEST).exists():
+                raise UserError(f"run root {location} has published no version yet; run the export stage "
+                                "(jobs/export.py) on it, or give a published version")
+            path = path / EXPORT_DIRECTORY
         if (path / LATEST_NAME).exists():  # its version, in this export root wherever it was copied to
             path = path / version_name(latest_version(path / LATEST_NAME))
             if not path.exists():

@@ -773,6 +773,13 @@ def test_the_query_cli_names_the_missing_version_an_export_roots_latest_names(tm
                                    "export stage to publish one"]
 
 
+def test_the_query_cli_names_a_run_root_that_has_published_nothing(tmp_path, capsys):
+    (tmp_path / "root" / "reports").mkdir(parents=True)
+    code, lines = query(capsys, tmp_path / "root", "similar", "paris")
+    assert code == 2 and lines == [f"sgns-spark query: error: run root {tmp_path}/root has published no version "
+                                   "yet; run the export stage (jobs/export.py) on it, or give a published version"]
+
+
 @pytest.mark.parametrize("text", ["{}", '{"version": "3"}', "not json", "\udcff"], ids=["empty", "text", "not-json",
                                                                                         "not-utf-8"])
 def test_the_query_cli_names_an_export_roots_latest_that_names_no_version(tmp_path, capsys, text):

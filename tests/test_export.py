@@ -112,9 +112,11 @@ def test_manifest_records_lineage_and_the_query_cli_prints_it(spark, planted_run
 
 
 def test_query_cli_follows_latest_and_answers(planted_run, capsys):
+    """Given the export root, or the run root itself (which said it was not Parquet)."""
     storage = planted_run["storage"]
-    assert main([local(storage, "export"), "analogy", "france", "paris", "berlin", "--topn", "1"]) == 0
-    assert capsys.readouterr().out.split()[-1] == "germany"
+    for given in (local(storage, "export"), local(storage, "")):
+        assert main([given, "analogy", "france", "paris", "berlin", "--topn", "1"]) == 0
+        assert capsys.readouterr().out.split()[-1] == "germany"
     assert main([local(storage, "export"), "similar", "no-such-word"]) == 2
 
 
