@@ -142,9 +142,9 @@ class TrainSettings:
     commit_words: int = setting(20_000_000, "a model version (the resume point) is written after the round that "
                                             "passes this many words since the last one, and at the end",
                                 unit="words", low=1, high=10**12)
-    warm_start_from: str = setting("", "a published version, or an export root whose _LATEST is followed (any "
-                                       "Hadoop URI): words it shares with this vocabulary start from its rows; "
-                                       '"" = a cold start')
+    warm_start_from: str = setting("", "a published version, an export root whose _LATEST is followed, or its "
+                                       "run root (any Hadoop URI): words it shares with this vocabulary start from "
+                                       'its rows; "" = a cold start')
     warm_start_learning_rate: float = setting(0.01, "start of the linear decay of the rows a warm start carries "
                                                     "over (new words start at learning_rate): lower keeps them "
                                                     "nearer their parent rows; 0 = frozen", low=0.0, high=10.0)

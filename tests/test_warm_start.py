@@ -128,6 +128,12 @@ def test_a_parent_that_is_missing_or_of_another_dim_is_refused_in_one_line(spark
         parent_version(spark, str(tmp_path / "nothing"), DIM)
 
 
+def test_a_run_root_as_the_parent_is_its_exports_newest_version(spark, day_one):
+    """The run root of an export, as `python -m sgns_spark.query` takes it (it said "holds no
+    published version")."""
+    assert parent_version(spark, day_one["storage"].root, DIM) == parent_version(spark, day_one["export"], DIM)
+
+
 def test_a_damaged_parent_is_named_with_the_setting_to_change(spark, day_one, tmp_path):
     """A parent version whose files were damaged on disk: the user error that a training job
     prints as its one line (`sgns_spark.cli.run_job`) names the file and the setting."""

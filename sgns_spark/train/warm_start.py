@@ -25,10 +25,12 @@ from pyspark.sql import functions as F
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError
 from sgns_spark.layout import (
+    EXPORT_DIRECTORY,
     LATEST_NAME,
     MANIFEST_NAME,
     MODEL_LATEST,
     MODEL_ROWS_NAME,
+    REPORTS_DIRECTORY,
     SIDE_COLUMN,
     SIDE_NAMES,
     version_name,
@@ -99,7 +101,8 @@ def run_parent(spark: SparkSession, config: Config, storage: Storage) -> Parent:
 
 
 def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
-    """Resolve `location` (a version directory, or an export root whose ``_LATEST`` is followed).
+    """Resolve `location` (a version directory, an export root whose ``_LATEST`` is followed, or
+    the run root of that export).
 
     Raises
     ------
@@ -107,12 +110,14 @@ def parent_version(spark: SparkSession, location: str, dim: int) -> Parent:
         When it holds no published version with model rows, or its ``dim`` is not `dim`.
     """
     storage = Storage(spark, location, SETTING)
+    if storage.exists(REPORTS_DIRECTORY):  # a run root: its export
+        storage = Storage(spark, storage.path(EXPORT_DIRECTORY), SETTING)
     if storage.exists(LATEST_NAME):  # its version, in this export root wherever it was copied to
         version = storage.read_pointer(LATEST_NAME, "version")["version"]
         storage = Storage(spark, storage.path(version_name(version)), SETTING)
     if not storage.exists(MANIFEST_NAME):
         raise UserError(f"{SETTING} = {location} holds no published version (no {MANIFEST_NAME}); "
-                        "give a version directory or an export root with _LATEST")
+                        "give a version directory, an export root with _LATEST, or the run root of one")
     text = storage.read_text(MANIFEST_NAME)
     manifest = storage.parse_json(MANIFEST_NAME, text)
     if not storage.exists(MODEL_ROWS_NAME):
