@@ -197,6 +197,11 @@ def discard_staging(storage: Storage) -> None:
         pass
 
 
+def first_match(pattern: re.Pattern, texts: list[str]) -> re.Match | None:
+    """`pattern`'s match in the first of `texts` that holds one, or None."""
+    return next((found for text in texts if (found := pattern.search(text))), None)
+
+
 def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage) -> list[Storage]:
     """The roots whose files a job reads: its run root (`storage`), and for a training job a warm
     start's parent version, which is resolved and checked here, before any work (`run_parent`)."""
@@ -228,32 +233,32 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"input file {unreadable.path} cannot be read ({unreadable.reason}); fix or remove it, "
                          "or set corpus.skip_corrupt_files=true to skip such files")
     causes = java_causes(error)
+    messages = [message for _, message in causes]
     if any(name == OUT_OF_MEMORY for name, _ in causes):
         return UserError("Spark ran out of memory; raise spark.driver_memory (under spark-submit: --driver-memory "
                          "and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
-    if any(WORKER_CRASH in message for _, message in causes):
+    if any(WORKER_CRASH in message for message in messages):
         return UserError("a Python worker died in every attempt of a task (killed, most often by the system for "
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
                          "spark.executor.pyspark.memory, locally free memory on this machine) or raise "
                          "train.num_shards, so that each task holds fewer rows")
-    missing = next((found for _, message in causes if (found := WORKER_IMPORT.search(message))), None)
+    missing = first_match(WORKER_IMPORT, messages)
     if missing is not None:
         return UserError(f"the executors' Python cannot import what sgns-spark needs ({missing.group(1)}); run them "
                          "on a Python that has sgns-spark, numpy and pyarrow: PYSPARK_PYTHON or spark.pyspark.python, "
                          "on a cluster the packed environment (make package, README: Running on a cluster)")
-    versions = next((found for _, message in causes if (found := WORKER_VERSION.search(message))), None)
+    versions = first_match(WORKER_VERSION, messages)
     if versions is not None:
         return UserError(f"the executors' Python is {versions.group(1)} and the driver's {versions.group(2)}, and "
                          "PySpark needs one minor version on both; point PYSPARK_PYTHON or spark.pyspark.python (the "
                          "executors') and PYSPARK_DRIVER_PYTHON (the driver's) at one Python version")
-    unreachable = next((found for name, message in causes if (found := UNREACHABLE.search(f"{name} {message}"))),
-                       None)
+    unreachable = first_match(UNREACHABLE, [f"{name} {message}" for name, message in causes])
     if unreachable is not None:
-        server = UNREACHABLE_SERVER.search(" ".join(message for _, message in causes))
+        server = UNREACHABLE_SERVER.search(" ".join(messages))
         return UserError(f"a file system {'at ' + server.group(1) + ' ' if server else ''}cannot be reached "
                          f"({unreachable.group(1)}: {causes[-1][1]}); check the host and port of --input, --root "
                          "and train.warm_start_from, and that the file system is up")
-    if any(DISK_FULL in message for _, message in causes) or any(
+    if any(DISK_FULL in message for message in messages) or any(
             isinstance(cause, OSError) and cause.errno == errno.ENOSPC for cause in python_causes(error)):
         return UserError("a disk filled up (No space left on device); free space under the run root "
                          "and spark.local.dir, or choose another --root")
