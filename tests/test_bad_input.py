@@ -54,10 +54,11 @@ DISK_FULL_LINE = ("a disk filled up (No space left on device); free space under 
                   "or choose another --root")
 
 
-def run_job(job, root, *arguments):
+def run_job(job, root, *arguments, environment=None):
+    """`job` as a subprocess on one core, its environment `job_environment()` updated by `environment`."""
     return subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--root", str(root), *arguments,
                            "--set", "spark.master=local[1]"], capture_output=True, text=True, timeout=300,
-                          env=job_environment())
+                          env={**job_environment(), **(environment or {})})
 
 
 def assert_one_line_error(result, job, first_words):
@@ -154,10 +155,8 @@ def test_executors_whose_python_cannot_run_the_job_end_it_in_one_line(tmp_path, 
                        f"{sys.version_info.minor}, and PySpark needs one minor version on both")
         exception = "PySparkRuntimeError: [PYTHON_VERSION_MISMATCH] Python in worker has different version"
     (tmp_path / "corpus.txt").write_text(WORDS)
-    result = subprocess.run([sys.executable, str(JOBS / "pipeline.py"), "--root", str(tmp_path / "root"),
-                             "--input", str(tmp_path / "corpus.txt"), "--set", "spark.master=local[1]"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**job_environment(), "PYSPARK_PYTHON": str(python)})
+    result = run_job("pipeline", tmp_path / "root", "--input", str(tmp_path / "corpus.txt"),
+                     environment={"PYSPARK_PYTHON": str(python)})
     assert_one_line_error(result, "pipeline", first_words)
     assert exception in result.stderr  # Spark's lines keep the exception's own line
     assert_nothing_published(tmp_path / "root")
