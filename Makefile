@@ -11,6 +11,8 @@ ARGS ?=
 DEMO_TOKENS ?= 2000000
 DEMO_WORDS ?= paris,king,walked,three,queen
 DEMO := $(OUT)/demo-corpus
+# processes of make test (pytest-xdist); 0 runs the suite in make's own
+TEST_WORKERS ?= 2
 
 # The benchmark's options (BENCH_CORPUS, EPOCHS, SHARDS, SYSTEMS, MODE, LINES, GENSIM_SEEDS,
 # OURS_SEEDS, SIMILARITY, QUICK, SET) are empty unless given: bench/run.py declares their defaults, once.
@@ -41,7 +43,7 @@ run: setup
 endif
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --numprocesses $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check sgns_spark jobs tests bench
