@@ -16,10 +16,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from py4j.protocol import Py4JNetworkError
 from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config, load_config
-from sgns_spark.errors import UserError, java_causes, jvm_gone, python_causes
+from sgns_spark.errors import JvmEndedError, UserError, java_causes, jvm_gone, python_causes
 from sgns_spark.lock import RunLock
 from sgns_spark.preflight import (
     CorpusInput,
@@ -30,7 +31,7 @@ from sgns_spark.preflight import (
     unreadable_file,
 )
 from sgns_spark.progress import Progress
-from sgns_spark.session import DEBUG_LEVEL, build_session, drop_interrupted_call
+from sgns_spark.session import DEBUG_LEVEL, build_session, driver_jvm_exit, drop_interrupted_call
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import run_parent
 
@@ -48,6 +49,10 @@ WORKER_IMPORT = re.compile(r"(?:ModuleNotFoundError|ImportError): ([^\r\n]+)")
 # PySpark's refusal of executors whose Python is another minor version than the driver's
 WORKER_VERSION = re.compile(r"Python in worker has different version:? (\S+) than that in driver:? ([\d.]+)")
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
+# Spark's messages for a call on a context stopped under it: the jobs it cancels as it stops, a job
+# started as it stops, and any call once it has
+CONTEXT_SHUT_DOWN = re.compile(r"SparkContext was shut down|SparkContext has been shutdown|stopped SparkContext")
+SPARK_OUT_OF_MEMORY_EXIT = 52  # Spark's exit code for an OutOfMemoryError no task caught (SparkExitCode.OOM)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
 # seconds before a swallowed stop signal is sent again: enough for the hook that sends it to return first
@@ -163,13 +168,13 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
                 discard_staging(storage)  # while the lock is held: the staging is this job's alone
                 raise
     except Exception as error:  # noqa: BLE001 - anything that is not a user error is raised again
-        user_error = user_error_of(error, roots)
+        user_error = job_error(spark, error, roots)
         if user_error is None:
             raise
         end_on_signals()
         if debug:
             traceback.print_exc()
-        if spark is not None and not jvm_gone(error):
+        if spark is not None and not isinstance(user_error, JvmEndedError):
             spark.stop()  # Spark's own lines about the failure come before ours
         print(f"sgns-spark {stage}: error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
@@ -184,6 +189,23 @@ def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], Non
               "model rounds it committed and the versions it published stay, and nothing half-written is "
               "published: rerun the same command to resume", file=sys.stderr, flush=True)
         sys.exit(SIGNAL_EXIT_BASE + signal_number)
+
+
+def jvm_end_error(jvm_exit: int | None) -> JvmEndedError:
+    """The user error of the driver's JVM ending under the job, by how it ended where that is known
+    (`driver_jvm_exit`): its heap ran out, a signal killed it, or either."""
+    ended = "Spark's JVM (the driver's) ended under the job"
+    kept = "what the job committed or published stays, so rerun the same command to resume"
+    if jvm_exit == SPARK_OUT_OF_MEMORY_EXIT:
+        return JvmEndedError(f"{ended}: its heap ran out ({OUT_OF_MEMORY}); {kept}, with a larger "
+                             "spark.driver_memory (under spark-submit --driver-memory; in local mode the "
+                             "executors' tasks share the driver's heap)")
+    if jvm_exit is not None and jvm_exit < 0:
+        return JvmEndedError(f"{ended}: killed by {signal.Signals(-jvm_exit).name}, most often by the system for "
+                             f"want of memory; {kept}, with more free memory on this machine")
+    return JvmEndedError(f"{ended}: killed, most often by the system for want of memory, or crashed; {kept}, "
+                         "with more memory for the driver (spark.driver_memory, under spark-submit --driver-memory) "
+                         "or more free memory on this machine")
 
 
 def discard_staging(storage: Storage) -> None:
@@ -210,17 +232,26 @@ def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage
     return [storage]
 
 
+def job_error(spark: SparkSession | None, error: BaseException, roots: Sequence[Storage]) -> UserError | None:
+    """The user error a job ends with for `error` (`user_error_of`), or a `JvmEndedError` where the
+    driver's JVM ended under the job: Py4J's connection to it broke, in the job or while the Java
+    exception it raised was read, or Spark's context was shut down under the job: a JVM out of heap
+    stops the context as it exits, and the job's Spark call fails in any of those three ways."""
+    try:
+        if not (jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in java_causes(error)])):
+            return user_error_of(error, roots)
+    except (Py4JNetworkError, ConnectionError):  # the JVM ended while its exception was read
+        pass
+    return jvm_end_error(None if spark is None else driver_jvm_exit(spark))
+
+
 def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError | None:
-    """The user error a job ends with for `error`: itself if it is one, else the user error a Spark
-    failure stands for, or None for a failure of ours. A file Spark could not read is a damaged file
-    of the first of `roots` it lies below (the run root, a warm start's parent), else an input file."""
+    """The user error a job ends with for `error`, a failure while the driver's JVM lives: itself if
+    it is one, else the user error a Spark failure stands for, or None for a failure of ours. A file
+    Spark could not read is a damaged file of the first of `roots` it lies below (the run root, a
+    warm start's parent), else an input file."""
     if isinstance(error, UserError):
         return error
-    if jvm_gone(error):
-        return UserError("Spark's JVM (the driver's) ended under the job: killed, most often by the system for want "
-                         "of memory, or crashed; what the job committed or published stays, so rerun the same command "
-                         "to resume, with more memory for the driver (spark.driver_memory, under spark-submit "
-                         "--driver-memory) or more free memory on this machine")
     damage = damaged_file(error, roots)
     if damage is not None:
         return damage

@@ -27,6 +27,10 @@ class DamagedFileError(UserError):
         self.path, self.reason = path, reason
 
 
+class JvmEndedError(UserError):
+    """The driver's JVM ended under the job: Spark can do nothing more, not even stop."""
+
+
 def java_causes(error: BaseException) -> list[tuple[str, str]]:
     """``(class name, message)`` of a Py4J error's Java exception and each of its causes, outermost
     first; empty for an error that did not come from the JVM. PySpark turns some Java exceptions

@@ -30,6 +30,14 @@ RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 PROGRESS_SECONDS = 1  # the runs report progress too, so that signals and kills meet its thread
 # labelled with the pipeline's stage at work
+# the smallest driver heap the settings allow, and both sides of a model it cannot hold (20,000 words
+# x 4096 dimensions x 4 bytes, 330 MB a side), trained on 80,000 tokens
+OUT_OF_HEAP_WORDS = 20_000
+OUT_OF_HEAP_SETTINGS = ("spark.master=local[2]", "spark.driver_memory=512m", "train.dim=4096", "vocab.min_count=1")
+# the lines of PySpark's daemon's trace of a broken pipe, which other processes' lines may cut apart;
+# a trace of the job's own Python still shows by its files' lines
+DAEMON_BROKEN_PIPE = re.compile(r"^(?:Traceback \(most recent call last\):|  File .*/pyspark/daemon\.py.*|"
+                                r"BrokenPipeError: \[Errno 32\] Broken pipe)\n", re.MULTILINE)
 PROGRESS = re.compile(r"^\[(vocab|train|export)\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done",
                       re.MULTILINE)
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
@@ -154,10 +162,32 @@ def test_a_driver_jvm_killed_mid_run_ends_the_run_in_one_line_with_its_rounds_ke
                                                           "jvm-killed", kill_jvm)
     assert len(killed) == 1
     assert_one_line_ending(returncode, stderr, 2, "sgns-spark pipeline: error: Spark's JVM (the driver's) ended "
-                                                  "under the job: killed, most often by the system for want of memory")
+                                                  "under the job: killed by SIGKILL, most often by the system for "
+                                                  "want of memory; what the job committed or published stays")
     assert committed_rounds == [1]
     assert json.loads((root / "model" / "_LATEST").read_text())["round"] == 1
     assert not (root / "export").exists()
+
+
+def test_a_driver_jvm_out_of_heap_ends_the_run_in_one_line_naming_the_heap(tmp_path):
+    """A JVM out of heap stops Spark's context as it exits, and the job's Spark call then failed in
+    one of three ways by the race: Py4J's connection broken (the line of a killed JVM), broken while
+    the Java exception was read (Py4J's trace), or the job cancelled because the context was shut
+    down (Spark's trace, exit 1)."""
+    corpus = tmp_path / "corpus.txt"
+    generator = np.random.default_rng(1)
+    corpus.write_text("\n".join(" ".join(f"w{word}" for word in line)
+                                 for line in generator.integers(0, OUT_OF_HEAP_WORDS, (OUT_OF_HEAP_WORDS // 5, 20))))
+    command = [sys.executable, str(JOBS / "pipeline.py"), "--root", str(tmp_path / "root"), "--input", str(corpus),
+               *[argument for setting in OUT_OF_HEAP_SETTINGS for argument in ("--set", setting)]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=job_environment())
+    # a Python worker that wrote to the dying JVM may print its broken pipe: PySpark's daemon does so,
+    # in local mode to the job's stderr (README: Checks before any work, and errors)
+    assert_one_line_ending(result.returncode, DAEMON_BROKEN_PIPE.sub("", result.stderr), 2,
+                           "sgns-spark pipeline: error: Spark's JVM (the driver's) ended under the job: its heap ran "
+                           "out (java.lang.OutOfMemoryError); what the job committed or published stays, so rerun "
+                           "the same command to resume, with a larger spark.driver_memory")
+    assert not (tmp_path / "root" / "export").exists()
 
 
 def test_a_stop_signal_that_lands_in_a_finalizer_is_sent_again_and_stops_the_job():
