@@ -31,7 +31,13 @@ from sgns_spark.preflight import (
     unreadable_file,
 )
 from sgns_spark.progress import Progress
-from sgns_spark.session import DEBUG_LEVEL, build_session, driver_jvm_exit, drop_interrupted_call
+from sgns_spark.session import (
+    DEBUG_LEVEL,
+    STOPPED_CONTEXT,
+    build_session,
+    driver_jvm_exit,
+    drop_interrupted_call,
+)
 from sgns_spark.storage import Storage
 from sgns_spark.train.warm_start import run_parent
 
@@ -51,7 +57,7 @@ WORKER_VERSION = re.compile(r"Python in worker has different version:? (\S+) tha
 SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell reports a process a signal ended
 # Spark's messages for a call on a context stopped under it: the jobs it cancels as it stops, a job
 # started as it stops, and any call once it has
-CONTEXT_SHUT_DOWN = re.compile(r"SparkContext was shut down|SparkContext has been shutdown|stopped SparkContext")
+CONTEXT_SHUT_DOWN = re.compile(rf"SparkContext was shut down|SparkContext has been shutdown|{STOPPED_CONTEXT}")
 SPARK_OUT_OF_MEMORY_EXIT = 52  # Spark's exit code for an OutOfMemoryError no task caught (SparkExitCode.OOM)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it

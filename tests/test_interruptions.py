@@ -29,7 +29,6 @@ COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)
 RUN_TIMEOUT = 300  # seconds a run may take at most
 KILL_INTERVAL = 0.1  # seconds between sweeps that kill every Python worker of a run
 PROGRESS_SECONDS = 1  # the runs report progress too, so that signals and kills meet its thread
-# labelled with the pipeline's stage at work
 # the smallest driver heap the settings allow, and both sides of a model it cannot hold (20,000 words
 # x 4096 dimensions x 4 bytes, 330 MB a side), trained on 80,000 tokens
 OUT_OF_HEAP_WORDS = 20_000
@@ -38,6 +37,7 @@ OUT_OF_HEAP_SETTINGS = ("spark.master=local[2]", "spark.driver_memory=512m", "tr
 # a trace of the job's own Python still shows by its files' lines
 DAEMON_BROKEN_PIPE = re.compile(r"^(?:Traceback \(most recent call last\):|  File .*/pyspark/daemon\.py.*|"
                                 r"BrokenPipeError: \[Errno 32\] Broken pipe)\n", re.MULTILINE)
+# labelled with the pipeline's stage at work
 PROGRESS = re.compile(r"^\[(vocab|train|export)\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done",
                       re.MULTILINE)
 LAST_ROUND = "round=000009"  # the planted run's last round (2 epochs of 4 rounds, after the warm-up round)
