@@ -146,7 +146,7 @@ def job_arguments(description: str, needs_input: bool = False) -> argparse.Argum
 def run_job(stage: str, arguments: argparse.Namespace, body: Callable[[Job], None]) -> None:
     """Check the settings, the input and the run root, take the root's lock, then run `body`.
 
-    A user error, or a Spark failure that one (`user_error_of`), ends the job with one line
+    A user error, or a Spark failure that is one (`job_error`), ends the job with one line
     naming the problem and what to change, as the last line on stderr, and exit code 2. SIGINT
     or SIGTERM stops Spark and ends it with one line and exit code 128 + the signal's number: the
     lock is released, and what is committed or published stays, so a rerun resumes.

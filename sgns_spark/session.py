@@ -129,7 +129,7 @@ class JvmLossFilter(logging.Filter):
 def quiet_jvm_loss(spark: SparkSession) -> None:
     """Keep Py4J and PySpark's accumulator server from printing traces when the JVM ends under the
     job (killed, most often by the system for want of memory): the job's own line says so
-    (`sgns_spark.cli.user_error_of`). Their other errors still print. The accumulator server, a
+    (`sgns_spark.cli.job_error`). Their other errors still print. The accumulator server, a
     ``socketserver``, prints every handler's error, here the end of the JVM's connection to it."""
     root_logger = logging.getLogger()
     if not any(isinstance(found, JvmLossFilter) for found in root_logger.filters):
@@ -145,7 +145,7 @@ def quiet_jvm_loss(spark: SparkSession) -> None:
 
 
 def driver_jvm_exit(spark: SparkSession) -> int | None:
-    """How the driver's JVM ended, once Py4J's connection to it broke: its exit code, or minus the
+    """How the driver's JVM ended, once it ended under the job: its exit code, or minus the
     signal that ended it (as `subprocess` gives it); None where this process did not start it
     (under spark-submit the JVM starts the job's Python) or it has not ended within `JVM_EXIT_WAIT`."""
     process = getattr(spark.sparkContext._gateway, "proc", None)
