@@ -230,6 +230,12 @@ def first_match(pattern: re.Pattern, texts: list[str]) -> re.Match | None:
     return next((found for text in texts if (found := pattern.search(text))), None)
 
 
+def out_of_memory(causes: list[tuple[str, str]]) -> bool:
+    """Whether a Java error's `causes` (`java_causes`) are an ``OutOfMemoryError``, as one of them or
+    named in a message: a job aborted for a task's carries it as text."""
+    return any(name == OUT_OF_MEMORY or OUT_OF_MEMORY in message for name, message in causes)
+
+
 def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage) -> list[Storage]:
     """The roots whose files a job reads: its run root (`storage`), and for a training job a warm
     start's parent version, which is resolved and checked here, before any work (`run_parent`)."""
@@ -240,15 +246,21 @@ def read_roots(spark: SparkSession, stage: str, config: Config, storage: Storage
 
 def job_error(spark: SparkSession | None, error: BaseException, roots: Sequence[Storage]) -> UserError | None:
     """The user error a job ends with for `error` (`user_error_of`), or a `JvmEndedError` where the
-    driver's JVM ended under the job: Py4J's connection to it broke, in the job or while the Java
-    exception it raised was read, or Spark's context was shut down under the job: a JVM out of heap
-    stops the context as it exits, and the job's Spark call fails in any of those three ways."""
+    driver's JVM ended under the job. A JVM out of heap, by the race between its exit and the job's
+    Spark call, breaks Py4J's connection in the job or while the Java exception is read, or shuts
+    Spark's context down under the job, or aborts the job with a task's ``OutOfMemoryError``
+    before it exits; for that last, the JVM's exit is awaited."""
     try:
-        if not (jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in java_causes(error)])):
+        causes = java_causes(error)
+        ended = bool(jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in causes]))
+        if not (ended or out_of_memory(causes)):
             return user_error_of(error, roots)
     except (Py4JNetworkError, ConnectionError):  # the JVM ended while its exception was read
-        pass
-    return jvm_end_error(None if spark is None else driver_jvm_exit(spark))
+        ended = True
+    jvm_exit = None if spark is None else driver_jvm_exit(spark)
+    if ended or jvm_exit is not None:
+        return jvm_end_error(jvm_exit)
+    return user_error_of(error, roots)  # out of memory, its JVM alive (or not started by this process)
 
 
 def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError | None:
@@ -271,9 +283,10 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
                          "or set corpus.skip_corrupt_files=true to skip such files")
     causes = java_causes(error)
     messages = [message for _, message in causes]
-    if any(name == OUT_OF_MEMORY for name, _ in causes):
-        return UserError("Spark ran out of memory; raise spark.driver_memory (under spark-submit: --driver-memory "
-                         "and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
+    if out_of_memory(causes):
+        return UserError(f"Spark ran out of memory ({OUT_OF_MEMORY}); raise spark.driver_memory (under spark-submit: "
+                         "--driver-memory and spark.executor.memory), or raise train.num_shards so that each task "
+                         "holds fewer rows")
     if any(WORKER_CRASH in message for message in messages):
         return UserError("a Python worker died in every attempt of a task (killed, most often by the system for "
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "

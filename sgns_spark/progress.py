@@ -79,7 +79,9 @@ class Progress:
             try:
                 stage, started = self.current
                 lines = job_lines(self.spark, stage, time.monotonic() - started)
-            except Py4JError:  # the JVM is gone (a job ends before the context does: `run_job`)
+            # the JVM is gone: a job ends before the context does (`run_job`), or the JVM ended under
+            # it, and Py4J's new connection to it is refused
+            except (Py4JError, ConnectionError):
                 return
             if not self.stopped.is_set():
                 for line in lines:

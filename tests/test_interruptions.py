@@ -17,12 +17,22 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import JOBS, PLANTED_ARGUMENTS, assert_one_line_ending, job_environment, read_round_files
 
-from sgns_spark.cli import SIGNAL_EXIT_BASE, STOP_SIGNALS, WORKER_CRASH, Stopped, stop_on_signals
+from sgns_spark import session
+from sgns_spark.cli import (
+    SIGNAL_EXIT_BASE,
+    SPARK_OUT_OF_MEMORY_EXIT,
+    STOP_SIGNALS,
+    WORKER_CRASH,
+    Stopped,
+    job_error,
+    stop_on_signals,
+)
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
 COMMITTED = re.compile(r"\[train\] rounds \d+-\d+ of \d+ .*committed round (\d+)")
@@ -33,6 +43,12 @@ PROGRESS_SECONDS = 1  # the runs report progress too, so that signals and kills 
 # x 4096 dimensions x 4 bytes, 330 MB a side), trained on 80,000 tokens
 OUT_OF_HEAP_WORDS = 20_000
 OUT_OF_HEAP_SETTINGS = ("spark.master=local[2]", "spark.driver_memory=512m", "train.dim=4096", "vocab.min_count=1")
+OUT_OF_HEAP_LINE = ("Spark's JVM (the driver's) ended under the job: its heap ran out (java.lang.OutOfMemoryError); "
+                    "what the job committed or published stays, so rerun the same command to resume, with a larger "
+                    "spark.driver_memory")
+# how a job aborted for a task's OutOfMemoryError carries it: as text in Spark's message
+ABORTED_FOR_A_TASKS_HEAP = ("Job aborted due to stage failure: Task 0 in stage 24.0 failed 1 times, most recent "
+                            "failure: Lost task 0.0 in stage 24.0: java.lang.OutOfMemoryError: Java heap space")
 # the lines of PySpark's daemon's trace of a broken pipe, which other processes' lines may cut apart;
 # a trace of the job's own Python still shows by its files' lines
 DAEMON_BROKEN_PIPE = re.compile(r"^(?:Traceback \(most recent call last\):|  File .*/pyspark/daemon\.py.*|"
@@ -184,10 +200,33 @@ def test_a_driver_jvm_out_of_heap_ends_the_run_in_one_line_naming_the_heap(tmp_p
     # a Python worker that wrote to the dying JVM may print its broken pipe: PySpark's daemon does so,
     # in local mode to the job's stderr (README: Checks before any work, and errors)
     assert_one_line_ending(result.returncode, DAEMON_BROKEN_PIPE.sub("", result.stderr), 2,
-                           "sgns-spark pipeline: error: Spark's JVM (the driver's) ended under the job: its heap ran "
-                           "out (java.lang.OutOfMemoryError); what the job committed or published stays, so rerun "
-                           "the same command to resume, with a larger spark.driver_memory")
+                           f"sgns-spark pipeline: error: {OUT_OF_HEAP_LINE}")
     assert not (tmp_path / "root" / "export").exists()
+
+
+def java_error_of_an_aborted_job(spark) -> BaseException:
+    """A real Java exception, raised through Py4J, whose message is `ABORTED_FOR_A_TASKS_HEAP`."""
+    with pytest.raises(Exception) as raised:  # noqa: B017 - Py4J's error of a Java exception
+        spark._jvm.java.lang.Integer.parseInt(ABORTED_FOR_A_TASKS_HEAP)
+    return raised.value
+
+
+def test_a_job_aborted_for_a_tasks_heap_before_the_jvm_exits_awaits_the_exit_and_names_the_heap(spark):
+    """The race's fourth order, seen in CI: a task's OutOfMemoryError aborted the job before the JVM
+    exited with Spark's code 52, and the error, which carries it only as text, ended the job with
+    Spark's trace, exit 1. Here the driver's JVM is a process that exits with that code."""
+    exiting_jvm = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({SPARK_OUT_OF_MEMORY_EXIT})"])
+    driver = SimpleNamespace(sparkContext=SimpleNamespace(_gateway=SimpleNamespace(proc=exiting_jvm)))
+    assert str(job_error(driver, java_error_of_an_aborted_job(spark), [])).startswith(OUT_OF_HEAP_LINE)
+
+
+def test_an_out_of_memory_error_under_a_jvm_that_lives_on_is_the_memory_line(spark, monkeypatch):
+    """Where the driver's JVM does not exit (an OutOfMemoryError outside a task), the job's line
+    names the memory settings, once the wait for an exit is over."""
+    monkeypatch.setattr(session, "JVM_EXIT_WAIT", 0.5)
+    assert str(job_error(spark, java_error_of_an_aborted_job(spark), [])) == (
+        "Spark ran out of memory (java.lang.OutOfMemoryError); raise spark.driver_memory (under spark-submit: "
+        "--driver-memory and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
 
 
 def test_a_stop_signal_that_lands_in_a_finalizer_is_sent_again_and_stops_the_job():

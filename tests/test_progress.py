@@ -1,7 +1,9 @@
 """Progress lines: a running Spark job's tasks and stages, read from Spark's status tracker."""
 
 import re
+import threading
 import time
+from types import SimpleNamespace
 
 from sgns_spark.progress import Progress, elapsed_text
 
@@ -49,3 +51,18 @@ def test_a_job_of_several_stages_labels_each_and_counts_its_time_from_its_start(
     assert labels == sorted(labels, key=["[vocab]", "[train]"].index) and set(labels) == {"[vocab]", "[train]"}, lines
     found = [LINE.fullmatch(line) for line in lines if line.startswith("[train]")]
     assert all(found) and int(found[0].group(1)) < TASK_SECONDS, lines  # counted from the second stage's start
+
+
+def test_a_jvm_that_ended_under_the_job_ends_the_reporting_silently(monkeypatch, capsys):
+    """Py4J's new connection to a JVM killed under the job is refused with a ConnectionRefusedError,
+    not a Py4JError: the reporter's thread once died of it, printing its trace above the job's line."""
+    def refused():
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    session_of_an_ended_jvm = SimpleNamespace(sparkContext=SimpleNamespace(statusTracker=refused))
+    with Progress(session_of_an_ended_jvm, "train", INTERVAL) as progress:
+        progress.thread.join(4 * INTERVAL)
+        assert not progress.thread.is_alive()  # it ended at its first call, before the job did
+    assert thread_errors == [] and capsys.readouterr() == ("", "")
