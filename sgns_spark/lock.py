@@ -156,7 +156,8 @@ class RunLock:
         self.heartbeat.join()
         try:
             self.storage.delete(LOCK_FILE)
-        except Exception as error:  # noqa: BLE001 - raised again unless the JVM is gone
-            if not jvm_gone(error):
+        except Exception as error:  # noqa: BLE001 - raised again unless the JVM is gone or the job failed
+            if exc_info[1] is None and not jvm_gone(error):
                 raise
-            # the lock stays, its holder's process ended: the next run on the root takes it over
+            # the lock stays, its holder's process ends: the next run on the root takes it over. A job
+            # that failed ends with its own error, not the release's (a JVM shutting down under it, say)

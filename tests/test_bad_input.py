@@ -587,6 +587,24 @@ def test_the_heartbeat_refreshes_the_lock_in_place_and_a_failed_refresh_is_tried
     assert not storage.exists("_LOCK")
 
 
+def test_a_release_that_fails_after_the_job_failed_leaves_the_jobs_error_and_the_lock(spark, storage, monkeypatch):
+    """A lock whose delete failed as the job ended replaced the job's error with its own (a JVM
+    shutting down under the job, say). The lock stays, for the next run to take over; a release
+    that fails after a job that succeeded is still raised."""
+    def failing(relative):
+        spark.sparkContext._jvm.java.io.FileInputStream("/proc/no-such-file")  # a real Java IO failure
+
+    monkeypatch.setattr(storage, "delete", failing)
+    with pytest.raises(ValueError, match="^the job's own$"), lock.RunLock(storage, "train"):
+        raise ValueError("the job's own")
+    assert storage.exists("_LOCK")
+    monkeypatch.undo()  # the lock above is held by this live process: remove it
+    storage.delete("_LOCK")
+    monkeypatch.setattr(storage, "delete", failing)
+    with pytest.raises(Py4JJavaError, match="no-such-file"), lock.RunLock(storage, "train"):
+        pass
+
+
 def point_latest_at(model: Path, model_round: int) -> None:
     """Edit ``_LATEST`` by hand, as a user rolling back would."""
     latest = json.loads((model / "_LATEST").read_text())
