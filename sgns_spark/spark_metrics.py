@@ -9,6 +9,7 @@ critical path: the sum over stages of their slowest task, plus the time the driv
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import urllib.request
@@ -37,7 +38,8 @@ def _application_url(spark: SparkSession) -> str | None:
 def _warm(url: str) -> None:
     try:
         _get(url)
-    except (OSError, ValueError):  # the real request, later, reports any failure
+    # the real request, later, reports any failure; a JVM that ends mid-answer cuts the answer short
+    except (OSError, ValueError, http.client.HTTPException):
         pass
 
 
