@@ -58,6 +58,8 @@ SIGNAL_EXIT_BASE = 128  # a job stopped by signal N exits 128 + N, as a shell re
 # Spark's messages for a call on a context stopped under it: the jobs it cancels as it stops, a job
 # started as it stops, and any call once it has
 CONTEXT_SHUT_DOWN = re.compile(rf"SparkContext was shut down|SparkContext has been shutdown|{STOPPED_CONTEXT}")
+# seconds a failure that no mapping names waits for the driver's JVM to end, before its trace
+UNNAMED_FAILURE_EXIT_WAIT = 5.0
 SPARK_OUT_OF_MEMORY_EXIT = 52  # Spark's exit code for an OutOfMemoryError no task caught (SparkExitCode.OOM)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's timeout, a pod's or node's shutdown
 QUIET_STOP_LEVEL = "OFF"  # Spark's log level while a stop signal stops it
@@ -254,7 +256,13 @@ def job_error(spark: SparkSession | None, error: BaseException, roots: Sequence[
         causes = java_causes(error)
         ended = bool(jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in causes]))
         if not (ended or out_of_memory(causes)):
-            return user_error_of(error, roots)
+            user_error = user_error_of(error, roots)
+            if user_error is not None or spark is None:
+                return user_error
+            # a failure no mapping names, Spark's own as its context stops under the job (a JVM out
+            # of heap) or a failure of ours: the first only, where the JVM ends meanwhile
+            jvm_exit = driver_jvm_exit(spark, UNNAMED_FAILURE_EXIT_WAIT)
+            return None if jvm_exit is None else jvm_end_error(jvm_exit)
     except (Py4JNetworkError, ConnectionError):  # the JVM ended while its exception was read
         ended = True
     jvm_exit = None if spark is None else driver_jvm_exit(spark)

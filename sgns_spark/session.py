@@ -40,7 +40,9 @@ YARN_MASTER = "yarn"
 # where a YARN client finds the cluster's configuration; spark-submit refuses master "yarn" without one
 YARN_CONFIGURATION = ("HADOOP_CONF_DIR", "YARN_CONF_DIR")
 JVM_EXITED = "JAVA_GATEWAY_EXITED"  # PySpark's error class for a JVM that ended before it connected
-JVM_EXIT_WAIT = 10.0  # seconds to wait for the exit status of a driver JVM that ends under the job
+# seconds to wait for the exit status of a driver JVM that ends under the job: its exit runs Spark's
+# shutdown hooks (the context's stop), which a loaded machine slows; a JVM that has ended answers at once
+JVM_EXIT_WAIT = 30.0
 # the message of a SparkContext that its scheduler backend stopped as it started: a standalone
 # master that never answered ("All masters are unresponsive"), or one that removed the application
 STOPPED_CONTEXT = "stopped SparkContext"
@@ -144,15 +146,15 @@ def quiet_jvm_loss(spark: SparkSession) -> None:
     server.handle_error = handle_error
 
 
-def driver_jvm_exit(spark: SparkSession) -> int | None:
+def driver_jvm_exit(spark: SparkSession, wait: float | None = None) -> int | None:
     """How the driver's JVM ended under the job: its exit code, or minus the signal that ended it (as
     `subprocess` gives it); None where this process did not start it (under spark-submit the JVM
-    starts the job's Python) or it has not ended within `JVM_EXIT_WAIT`."""
+    starts the job's Python) or it has not ended within `wait` seconds (`JVM_EXIT_WAIT` unless given)."""
     process = getattr(spark.sparkContext._gateway, "proc", None)
     if process is None:
         return None
     try:
-        return process.wait(timeout=JVM_EXIT_WAIT)
+        return process.wait(timeout=JVM_EXIT_WAIT if wait is None else wait)
     except subprocess.TimeoutExpired:
         return None
 

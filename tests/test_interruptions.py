@@ -49,10 +49,11 @@ OUT_OF_HEAP_LINE = ("Spark's JVM (the driver's) ended under the job: its heap ra
 # how a job aborted for a task's OutOfMemoryError carries it: as text in Spark's message
 ABORTED_FOR_A_TASKS_HEAP = ("Job aborted due to stage failure: Task 0 in stage 24.0 failed 1 times, most recent "
                             "failure: Lost task 0.0 in stage 24.0: java.lang.OutOfMemoryError: Java heap space")
-# the lines of PySpark's daemon's trace of a broken pipe, which other processes' lines may cut apart;
-# a trace of the job's own Python still shows by its files' lines
-DAEMON_BROKEN_PIPE = re.compile(r"^(?:Traceback \(most recent call last\):|  File .*/pyspark/daemon\.py.*|"
-                                r"BrokenPipeError: \[Errno 32\] Broken pipe)\n", re.MULTILINE)
+# the lines of PySpark's daemon's trace of a connection the dying JVM broke, which other processes' lines
+# may cut apart: frames of the executors' pyspark (from pyspark.zip, which the job's own Python never
+# runs), so a trace of the job's own Python still shows by its files' lines
+DAEMON_BROKEN_PIPE = re.compile(r"^(?:Traceback \(most recent call last\):|  File .*/pyspark\.zip/pyspark/.*|"
+                                r"(?:BrokenPipeError|ConnectionResetError): \[Errno \d+\] .*)\n", re.MULTILINE)
 # labelled with the pipeline's stage at work
 PROGRESS = re.compile(r"^\[(vocab|train|export)\] working for \d+s: Spark job \d+ has \d+ of \d+ tasks done",
                       re.MULTILINE)
@@ -218,6 +219,17 @@ def test_a_job_aborted_for_a_tasks_heap_before_the_jvm_exits_awaits_the_exit_and
     exiting_jvm = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({SPARK_OUT_OF_MEMORY_EXIT})"])
     driver = SimpleNamespace(sparkContext=SimpleNamespace(_gateway=SimpleNamespace(proc=exiting_jvm)))
     assert str(job_error(driver, java_error_of_an_aborted_job(spark), [])).startswith(OUT_OF_HEAP_LINE)
+
+
+def test_a_failure_no_mapping_names_is_the_jvms_end_where_the_jvm_ends_meanwhile(spark):
+    """Spark's own failure as its context stops under the job, in words no mapping knows, ended the
+    job with Spark's trace, exit 1, although its JVM was exiting for want of heap."""
+    with pytest.raises(Exception) as raised:  # noqa: B017 - Py4J's error of a Java exception
+        spark._jvm.java.lang.Integer.parseInt("an unnamed failure")
+    exiting_jvm = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({SPARK_OUT_OF_MEMORY_EXIT})"])
+    driver = SimpleNamespace(sparkContext=SimpleNamespace(_gateway=SimpleNamespace(proc=exiting_jvm)))
+    assert str(job_error(driver, raised.value, [])).startswith(OUT_OF_HEAP_LINE)
+    assert job_error(spark, raised.value, []) is None  # a JVM that lives on: the failure's own trace
 
 
 def test_an_out_of_memory_error_under_a_jvm_that_lives_on_is_the_memory_line(spark, monkeypatch):
