@@ -251,7 +251,8 @@ def job_error(spark: SparkSession | None, error: BaseException, roots: Sequence[
     driver's JVM ended under the job. A JVM out of heap, by the race between its exit and the job's
     Spark call, breaks Py4J's connection in the job or while the Java exception is read, or shuts
     Spark's context down under the job, or aborts the job with a task's ``OutOfMemoryError``
-    before it exits; for that last, the JVM's exit is awaited."""
+    before it exits; for that last, the JVM's exit is awaited. A failure that no mapping names
+    waits `UNNAMED_FAILURE_EXIT_WAIT` for that exit too, and is None (its trace) where none comes."""
     try:
         causes = java_causes(error)
         ended = bool(jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in causes]))
