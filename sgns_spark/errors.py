@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from py4j.protocol import Py4JNetworkError
+from py4j.protocol import Py4JError, Py4JNetworkError
+
+# what a background thread's call into the driver's JVM raises once the JVM or its context is gone:
+# Py4J's errors, and the ConnectionRefusedError of a new connection to a JVM that ended
+JVM_CALL_ENDED = (Py4JError, ConnectionError)
 
 
 class UserError(Exception):

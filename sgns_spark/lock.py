@@ -20,9 +20,9 @@ import socket
 import threading
 import time
 
-from py4j.protocol import Py4JError, Py4JJavaError
+from py4j.protocol import Py4JJavaError
 
-from sgns_spark.errors import DamagedFileError, UserError, java_causes, jvm_gone
+from sgns_spark.errors import JVM_CALL_ENDED, DamagedFileError, UserError, java_causes, jvm_gone
 from sgns_spark.layout import LOCK_FILE, TAKEOVER_FILE
 from sgns_spark.storage import Storage
 
@@ -145,7 +145,7 @@ class RunLock:
                           f"may take the lock over once it is {STALE_AFTER_SECONDS:.0f} s old)", flush=True)
                 failing = True
                 continue
-            except (Py4JError, ConnectionError):  # the JVM is gone; the job ends with its own line
+            except JVM_CALL_ENDED:  # the JVM is gone; the job ends with its own line
                 return
             if failing:
                 print(f"[lock] the heartbeat of {self.storage.path(LOCK_FILE)} is refreshed again", flush=True)

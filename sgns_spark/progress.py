@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 import time
 
-from py4j.protocol import Py4JError
 from pyspark.sql import SparkSession
+
+from sgns_spark.errors import JVM_CALL_ENDED
 
 SECONDS_PER_MINUTE = 60
 STOP_WAIT_SECONDS = 5.0  # how long the end of a job waits for the reporter's last status call
@@ -81,7 +82,7 @@ class Progress:
                 lines = job_lines(self.spark, stage, time.monotonic() - started)
             # the JVM is gone: a job ends before the context does (`run_job`), or the JVM ended under
             # it, and Py4J's new connection to it is refused
-            except (Py4JError, ConnectionError):
+            except JVM_CALL_ENDED:
                 return
             if not self.stopped.is_set():
                 for line in lines:
