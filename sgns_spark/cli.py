@@ -256,20 +256,15 @@ def job_error(spark: SparkSession | None, error: BaseException, roots: Sequence[
     try:
         causes = java_causes(error)
         ended = bool(jvm_gone(error) or first_match(CONTEXT_SHUT_DOWN, [message for _, message in causes]))
-        if not (ended or out_of_memory(causes)):
-            user_error = user_error_of(error, roots)
-            if user_error is not None or spark is None:
-                return user_error
-            # a failure no mapping names, Spark's own as its context stops under the job (a JVM out
-            # of heap) or a failure of ours: the first only, where the JVM ends meanwhile
-            jvm_exit = driver_jvm_exit(spark, UNNAMED_FAILURE_EXIT_WAIT)
-            return None if jvm_exit is None else jvm_end_error(jvm_exit)
+        user_error = None if ended else user_error_of(error, roots)
     except (Py4JNetworkError, ConnectionError):  # the JVM ended while its exception was read
-        ended = True
-    jvm_exit = None if spark is None else driver_jvm_exit(spark)
-    if ended or jvm_exit is not None:
-        return jvm_end_error(jvm_exit)
-    return user_error_of(error, roots)  # out of memory, its JVM alive (or not started by this process)
+        causes, ended, user_error = [], True, None
+    # what may be the JVM's end: a failure that says so, an OutOfMemoryError, or one no mapping names
+    if not ended and (spark is None or (user_error is not None and not out_of_memory(causes))):
+        return user_error
+    wait = None if ended or user_error is not None else UNNAMED_FAILURE_EXIT_WAIT  # None: JVM_EXIT_WAIT
+    jvm_exit = None if spark is None else driver_jvm_exit(spark, wait)
+    return jvm_end_error(jvm_exit) if ended or jvm_exit is not None else user_error
 
 
 def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError | None:
