@@ -1,13 +1,14 @@
 """Benchmark: this project side by side with gensim and Spark MLlib, in one command.
 
 Each system runs alone, one after another (ours and gensim taking turns seed by seed), on the
-same tokens, and every system's vectors are scored by the project's own evaluation code
+same tokens (the product's tokenizer's, written out once per corpus, slice and line width), and
+every system's vectors are scored by the project's own evaluation code
 (DESIGN.md section 5). One JSON file per run goes
 to bench-results/, and a markdown table is printed.
 
     python bench/run.py [--corpus PATH] [--epochs N] [--shards N] [--systems ours,gensim,mllib]
                         [--quick] [--mode default|scaling|size|memory|retrain|profile] [--set KEY=VALUE ...]
-                        [--similarity FILE_OR_DIR,...]
+                        [--similarity FILE_OR_DIR,...] [--lines N]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -31,7 +33,7 @@ DEFAULT_CORPUS = SHARED / "enwiki_text8style_1e8.gz"
 QUESTIONS = SHARED / "questions-words.txt"
 WORDSIM = SHARED / "wordsim353.tsv"
 LINE_WORDS = 1000  # gensim's corpus_file mode and MLlib need lines; word2vec.c cuts at 1000 too
-LINES_MODES = ("default", "profile")  # the modes that cut the corpus into lines of --lines words
+LINES_MODES = ("default", "profile")  # the modes that take --lines
 SIMLEX_NAME = "simlex999.txt"
 QUICK_FRACTION = 0.1
 SCALING_SHARDS = (2, 8, 32, 64)
@@ -44,6 +46,8 @@ SYSTEMS = ("ours", "gensim", "mllib")  # the systems the benchmark compares
 SETTINGS = {"dim": 100, "window": 5, "negative": 5, "sample": 1e-3, "min_count": 5}
 KIB_PER_MIB = 1024
 READ_CHUNK = 1 << 20  # characters read at a time while streaming the corpus
+OWN_LINES = 0  # --lines 0: the corpus's own lines (books, chat, titles), not lines cut to a width
+CACHE_FORMAT = "tokens"  # in a prepared corpus's name: tokenized as the product does (were split at spaces)
 MEMORY_VOCABS = (100_000, 2_000_000)  # vocabulary sizes compared by the memory mode
 MEMORY_TOKENS = 10_000_000  # Zipf draws of the memory corpus, besides one occurrence per word
 MEMORY_SETTINGS = {**SETTINGS, "dim": 128, "min_count": 1}
@@ -64,40 +68,85 @@ OVERRIDES: dict[str, str] = {}  # --set KEY=VALUE: settings of every run of ours
 HELD_OUT: list[Path] = []  # --similarity: the user's own similarity sets, scored for every system (filled by main)
 
 
-def corpus_words(source: Path):
-    """Yield the corpus's words, streaming (the bench process stays small: a child forked
-    from it inherits its peak RSS, which would then be misreported as the child's)."""
+def corpus_text(source: Path) -> Iterator[str]:
+    """The corpus's text in pieces of about `READ_CHUNK` characters, each cut after a space or a
+    line end, so that no token spans two pieces (streaming: the bench process stays small, since
+    a child forked from it inherits its peak RSS, which would then be misreported as the child's)."""
     opener = gzip.open if source.suffix == ".gz" else open
-    with opener(source, "rt", encoding="utf-8") as stream:
+    with opener(source, "rt", encoding="utf-8", errors="replace") as stream:
         tail = ""
         while chunk := stream.read(READ_CHUNK):
-            pieces = (tail + chunk).split(" ")
-            tail = pieces.pop()
-            for line in pieces:
-                yield from line.split()
-        yield from tail.split()
+            text = tail + chunk
+            cut = max(text.rfind(" "), text.rfind("\n")) + 1
+            tail = text[cut:]
+            if cut:
+                yield text[:cut]
+        if tail:
+            yield tail
+
+
+def corpus_runs(source: Path, settings) -> Iterator[tuple[list[str], bool]]:
+    """The corpus's tokens as the product's tokenizer makes them (`sgns_spark.tokenize.split_text`
+    with `settings`, a `CorpusSettings`), in runs that each lie within one line of the corpus,
+    each with whether it ends its line (a piece's last line goes on in the next piece)."""
+    import numpy as np
+
+    from sgns_spark.tokenize import split_text
+
+    for text in corpus_text(source):
+        tokens, line_lengths = split_text(text, settings)
+        words = tokens.to_pylist()
+        line_ends = np.cumsum(line_lengths).tolist()
+        starts = [0, *line_ends[:-1]]
+        for line, (start, end) in enumerate(zip(starts, line_ends, strict=True)):
+            yield words[start:end], line < len(line_ends) - 1
+
+
+def child_prepare(source: Path, fraction: float, line_words: int, output: Path) -> None:
+    """`prepare_corpus`'s work, in a child (its numpy, pyarrow and token lists stay out of the
+    bench process): the first `fraction` of the corpus's tokens in lines of `line_words` words,
+    or in the corpus's own lines (`OWN_LINES`), longer ones cut at ``corpus.max_sentence_length``
+    words as the product cuts them; empty lines dropped. Writes `output` and its word count."""
+    sys.path.insert(0, str(REPOSITORY))
+    from sgns_spark.config import load_config
+
+    corpus = load_config(None, [f"{key}={value}" for key, value in OVERRIDES.items()
+                                if key.startswith("corpus.")]).corpus
+    limit = int(sum(len(run) for run, _ in corpus_runs(source, corpus)) * fraction)
+    width = line_words or corpus.max_sentence_length
+    written = 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as out:
+        pending: list[str] = []
+        for run, ends_line in corpus_runs(source, corpus):
+            taken = run[: limit - written]
+            pending.extend(taken)
+            written += len(taken)
+            full = len(pending) - len(pending) % width
+            out.writelines(" ".join(pending[start : start + width]) + "\n" for start in range(0, full, width))
+            pending = pending[full:]
+            if pending and (written == limit or (ends_line and line_words == OWN_LINES)):
+                out.write(" ".join(pending) + "\n")
+                pending = []
+            if written == limit:
+                break
+        if pending:
+            out.write(" ".join(pending) + "\n")
+    output.with_suffix(".words").write_text(str(written))
 
 
 def prepare_corpus(source: Path, fraction: float, line_words: int = LINE_WORDS) -> tuple[Path, int]:
-    """The first `fraction` of the corpus's words, as lines of `line_words` words (cached)."""
-    lines = "" if line_words == LINE_WORDS else f"-lines{line_words}"
-    target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}{lines}.txt"
+    """The first `fraction` of the corpus's tokens, tokenized as the product does, so that every
+    system trains on the same tokens, as lines of `line_words` words or the corpus's own lines
+    (`OWN_LINES`; cached by `child_prepare`)."""
+    lines = {LINE_WORDS: "", OWN_LINES: "-own-lines"}.get(line_words, f"-lines{line_words}")
+    settings = "".join(f"-{key}={value}" for key, value in sorted(OVERRIDES.items()) if key.startswith("corpus."))
+    target = RESULTS / "cache" / f"{source.name.split('.')[0]}-{fraction:g}{lines}{settings}-{CACHE_FORMAT}.txt"
     counted = target.with_suffix(".words")
     if not counted.exists():
-        limit = int(sum(1 for _ in corpus_words(source)) * fraction)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "w", encoding="utf-8") as out:
-            line: list[str] = []
-            for index, word in enumerate(corpus_words(source)):
-                if index == limit:
-                    break
-                line.append(word)
-                if len(line) == line_words:
-                    out.write(" ".join(line) + "\n")
-                    line = []
-            if line:
-                out.write(" ".join(line) + "\n")
-        counted.write_text(str(limit))
+        run_measured([sys.executable, __file__, "--child", "prepare", "--corpus", str(source), "--fraction",
+                      repr(fraction), "--lines", str(line_words), "--child-output", str(target),
+                      *(f"--set={key}={value}" for key, value in OVERRIDES.items())])
     return target, int(counted.read_text())
 
 
@@ -643,12 +692,13 @@ def main() -> None:
                         default="default")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting of every run of ours, e.g. train.noise_pool=64 (make bench SET=...)")
-    parser.add_argument("--child", choices=("gensim", "mllib", "drift", "kernel", "score"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("gensim", "mllib", "drift", "kernel", "score", "prepare"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=int, default=LINE_WORDS,
                         help=f"words per line of the corpus (modes {', '.join(LINES_MODES)}), e.g. 12 for short "
-                             "sentences")
+                             f"sentences; {OWN_LINES} keeps the corpus's own lines (books, chat)")
     parser.add_argument("--gensim-seeds", default="1",
                         help="gensim's seeds, e.g. 1,2,3: it is compared by its mean, with the spread shown")
     parser.add_argument("--ours-seeds",
@@ -658,6 +708,7 @@ def main() -> None:
                         help="more similarity sets to score every system on (word, word, score a line): files or "
                              "directories of files, comma-separated; each is a column named by its file's stem")
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--fraction", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--parent", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     malformed = [assignment for assignment in arguments.set if "=" not in assignment]
@@ -672,12 +723,17 @@ def main() -> None:
                             arguments.seed)
     if arguments.child == "score":
         return child_score(arguments.corpus, arguments.child_output)
+    if arguments.child == "prepare":
+        return child_prepare(arguments.corpus, arguments.fraction, arguments.lines, arguments.child_output)
     if arguments.child == "kernel":
         return child_kernel(arguments.corpus, arguments.shards, arguments.child_output)
     if arguments.child == "mllib":
         return child_mllib(arguments.corpus, arguments.epochs, arguments.shards, arguments.child_output)
     if not arguments.corpus.exists():
         sys.exit(f"bench: corpus {arguments.corpus} is absent; pass --corpus (make bench BENCH_CORPUS=...)")
+    if arguments.lines < OWN_LINES:
+        sys.exit(f"bench: LINES={arguments.lines} is negative; give words per line, or {OWN_LINES} for the corpus's "
+                 "own lines")
     if arguments.lines != LINE_WORDS and arguments.mode not in LINES_MODES:
         sys.exit(f"bench: LINES applies to MODE={' and MODE='.join(LINES_MODES)}, not MODE={arguments.mode}")
     fraction = QUICK_FRACTION if arguments.quick else 1.0
@@ -713,7 +769,7 @@ def main() -> None:
             else:
                 rows.append(run_in_child(system, corpus, words, arguments.epochs, arguments.shards, seed))
         for row in rows:
-            row["lines"] = arguments.lines
+            row["lines"] = "own" if arguments.lines == OWN_LINES else arguments.lines
     stamp = time.strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
     host = machine()

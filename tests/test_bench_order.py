@@ -94,3 +94,39 @@ def test_a_held_out_set_that_is_absent_repeated_or_unreadable_stops_the_bench_wi
         with pytest.raises(SystemExit) as stopped:
             run.held_out_sets(paths)
         assert message in str(stopped.value) and str(stopped.value).endswith("(make bench SIMILARITY=...)")
+
+
+RAW_BOOK = ("Call me Ishmael.  Some years ago--never mind how long\n"
+            "\n"
+            "\"Emma,\" said MR. Knightley, \"is Emma's own.\"\n"
+            "Café CAFÉ café\n")
+RAW_BOOK_TOKENS = [["call", "me", "ishmael", "some", "years", "ago", "never", "mind", "how", "long"],
+                   ["emma", "said", "mr", "knightley", "is", "emma", "s", "own"],
+                   ["café", "café", "café"]]
+
+
+@pytest.mark.parametrize("piece", [7, 1 << 20])
+def test_the_prepared_corpus_is_the_products_tokens_in_the_corpus_lines_or_in_lines_of_a_width(
+        tmp_path, monkeypatch, piece):
+    """gensim reads the prepared file split at spaces, and ours tokenizes it again: both must find
+    the product's own tokens there (lowercased, split at punctuation, NFKC), line by line where
+    the corpus's lines are kept, also where a line crosses a piece the corpus is read in."""
+    source = tmp_path / "book.txt"
+    source.write_text(RAW_BOOK, encoding="utf-8")
+    monkeypatch.setattr(run, "READ_CHUNK", piece)
+    tokens = [token for line in RAW_BOOK_TOKENS for token in line]
+
+    def prepared(fraction: float, line_words: int) -> list[list[str]]:
+        output = tmp_path / f"prepared-{fraction}-{line_words}.txt"
+        run.child_prepare(source, fraction, line_words, output)
+        lines = [line.split() for line in output.read_text(encoding="utf-8").splitlines()]
+        assert int(output.with_suffix(".words").read_text()) == sum(map(len, lines))
+        return lines
+
+    assert prepared(1.0, run.OWN_LINES) == RAW_BOOK_TOKENS
+    assert prepared(1.0, 4) == [tokens[start : start + 4] for start in range(0, len(tokens), 4)]
+    assert prepared(0.6, run.OWN_LINES) == [RAW_BOOK_TOKENS[0], RAW_BOOK_TOKENS[1][:2]]  # 12 of the 21 tokens
+    monkeypatch.setitem(run.OVERRIDES, "corpus.max_sentence_length", "10")
+    assert prepared(1.0, run.OWN_LINES) == RAW_BOOK_TOKENS  # the first line is exactly 10 tokens
+    monkeypatch.setitem(run.OVERRIDES, "corpus.lowercase", "false")
+    assert prepared(1.0, run.OWN_LINES)[1][:4] == ["Emma", "said", "MR", "Knightley"]
