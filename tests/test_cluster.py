@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PLANTED_ARGUMENTS, job_environment, read_round_files
+from conftest import JVM_TEMPORARY_DIRECTORY, PLANTED_ARGUMENTS, job_environment, read_round_files
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -48,6 +48,8 @@ def test_the_pipeline_through_spark_submit_with_the_packaged_environment_survive
     command = [str(SPARK_SUBMIT), "--master", "local-cluster[2,1,1024]",
                "--archives", f"{packaged}#environment",
                "--conf", "spark.pyspark.python=./environment/bin/python",
+               # the executor JVMs get no SPARK_SUBMIT_OPTS; the one killed would leave its archive copy in /tmp
+               "--conf", f"spark.executor.extraJavaOptions=-Djava.io.tmpdir={os.environ[JVM_TEMPORARY_DIRECTORY]}",
                "--conf", f"spark.pyspark.driver.python={sys.executable}",
                "--files", str(REPOSITORY / "conf" / "default.toml"),
                str(REPOSITORY / "jobs" / "pipeline.py"), "--root", str(root), "--input", str(planted_run["corpus"]),
