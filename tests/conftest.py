@@ -45,10 +45,10 @@ SUBPROCESS_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 SILENT_CLASS_SHARING = "-Xlog:cds*=off"
 ARCHIVE_DUMP_TIMEOUT = 120  # seconds for the dumping pipeline's JVM to write the archive and end
 CLASS_ARCHIVE_DIRECTORY = "SGNS_SPARK_TEST_CLASS_ARCHIVE"  # the environment variable naming its directory
-# Every JVM of the test run keeps its temporary files (spark.local.dir's default, and spark-submit's
-# copy of an archive) in one directory of the run, removed at its end: a JVM that a test kills
-# leaves its directories behind, and the cluster test's spark-submit left its 108 MB archive copy
-# in /tmp on every run (seen: 754 MB after 14 runs).
+# Every JVM of the test run keeps its temporary files (spark.local.dir's default among them) in one
+# directory of the run, removed at its end: a JVM that a test kills leaves its directories behind,
+# and the cluster test's killed executor left its 108 MB copy of the archive in /tmp on every run
+# (seen: 754 MB after 14 runs; that executor gets the directory by test_cluster's own option).
 JVM_TEMPORARY_DIRECTORY = "SGNS_SPARK_TEST_JVM_TMPDIR"  # the environment variable naming it
 
 
