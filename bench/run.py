@@ -112,7 +112,8 @@ def child_prepare(source: Path, fraction: float, line_words: int, output: Path) 
 
     corpus = load_config(None, [f"{key}={value}" for key, value in OVERRIDES.items()
                                 if key.startswith("corpus.")]).corpus
-    limit = int(sum(len(run) for run, _ in corpus_runs(source, corpus)) * fraction)
+    # a slice needs the corpus's size first; the whole corpus needs no counting pass
+    limit = sys.maxsize if fraction >= 1 else int(sum(len(run) for run, _ in corpus_runs(source, corpus)) * fraction)
     width = line_words or corpus.max_sentence_length
     written = 0
     output.parent.mkdir(parents=True, exist_ok=True)
