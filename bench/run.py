@@ -114,7 +114,7 @@ def child_prepare(source: Path, fraction: float, line_words: int, output: Path) 
                                 if key.startswith("corpus.")]).corpus
     # a slice needs the corpus's size first; the whole corpus needs no counting pass
     limit = sys.maxsize if fraction >= 1 else int(sum(len(run) for run, _ in corpus_runs(source, corpus)) * fraction)
-    width = line_words or corpus.max_sentence_length
+    width = corpus.max_sentence_length if line_words == OWN_LINES else line_words
     written = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", encoding="utf-8") as out:
