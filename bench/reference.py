@@ -25,11 +25,14 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "bench"))
 
 from simulate import (  # noqa: E402
+    DECAY_END_HELP,
     LEARNING_RATE,
     LINE_WORDS,
+    LINE_WORDS_HELP,
     MIN_RATIO,
     NEGATIVE,
     SHARED,
+    SIMILARITY_HELP,
     WINDOW,
     Model,
     encoded_corpus,
@@ -126,19 +129,19 @@ def reference_model(corpus: dict, epochs: int, fraction: float, seed: int, decay
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=SHARED / "enwiki_text8style_1e8.gz")
-    parser.add_argument("--line-words", type=int, default=LINE_WORDS)
+    parser.add_argument("--line-words", type=int, default=LINE_WORDS, help=LINE_WORDS_HELP)
+    parser.add_argument("--similarity", default="", help=SIMILARITY_HELP)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the corpus trained, from its start")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--decay-end", type=float, default=MIN_RATIO,
-                        help="the rate at the end, as a share of the start (word2vec.c: 1e-4)")
+    parser.add_argument("--decay-end", type=float, default=MIN_RATIO, help=DECAY_END_HELP)
     arguments = parser.parse_args()
     corpus = encoded_corpus(arguments.corpus, arguments.line_words)
     started = time.perf_counter()
     model = reference_model(corpus, arguments.epochs, arguments.fraction, arguments.seed, arguments.decay_end)
     print(json.dumps({"system": "reference", "lines": arguments.line_words, "epochs": arguments.epochs,
                       "fraction": arguments.fraction, "seed": arguments.seed, "decay_end": arguments.decay_end,
-                      **score(model, corpus),
+                      **score(model, corpus, arguments.similarity),
                       "seconds": round(time.perf_counter() - started)}), flush=True)
 
 

@@ -1,10 +1,12 @@
 """Training schedules simulated in one process (numpy only, no Spark): the cheap place to try them.
 
-The simulator trains with the project's own kernel and samplers, on the benchmark corpus
-encoded once, and walks a schedule's phases in order. Blocks of one phase own disjoint rows,
-so running them one after another gives the same rows as running them in parallel tasks.
+The simulator trains with the project's own kernel and samplers, on a corpus of tokens between
+spaces (the benchmark corpus, or one the bench prepared) encoded once, and walks a schedule's
+phases in order. Blocks of one phase own disjoint rows, so running them one after another gives
+the same rows as running them in parallel tasks.
 
-    python bench/simulate.py --shards 2,16,64 --rounds 1,2 [--hot-words 0,1000] [--fraction 0.5]
+    python bench/simulate.py --shards 2,16,64 --rounds 1,2 [--hot-words 0,1000] [--warmup 0.05]
+        [--line-words 0] [--decay-end 0.5] [--similarity <files>]
 """
 
 from __future__ import annotations
@@ -37,23 +39,33 @@ MIN_COUNT, SAMPLE, NOISE_EXPONENT = 5, 1e-3, 0.75
 DIM, WINDOW, NEGATIVE, POOL, BATCH_PAIRS = 100, 5, 5, 128, 768
 LEARNING_RATE, MIN_RATIO = 0.025, 1e-4
 LINE_WORDS = 1000
+OWN_LINES = 0
+LINE_WORDS_HELP = "words a sentence; 0 = the corpus's own lines (a corpus the bench prepared with LINES=0)"
+SIMILARITY_HELP = "comma-separated similarity sets scored beside WS353 and SimLex-999"
+DECAY_END_HELP = "the rate at the end of the last epoch, as a share of the start (word2vec.c: 1e-4)"
 SEED = 1
 
 
 def encoded_corpus(source: Path, line_words: int) -> dict:
-    """Token ids, sentence index, words and counts of the corpus (cached as .npz)."""
+    """Token ids, sentence index, words and counts of a corpus of tokens between spaces (cached as
+    .npz), in sentences of `line_words`, or in its own lines when that is `OWN_LINES`."""
     target = CACHE / f"simulate-{source.name.split('.')[0]}-{line_words}.npz"
     if target.exists():
         data = np.load(target, allow_pickle=True)
         return {key: data[key] for key in data.files}
-    with gzip.open(source, "rt", encoding="utf-8") as stream:
-        words = stream.read().split()
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt", encoding="utf-8") as stream:
+        lines = [line.split() for line in stream] if line_words == OWN_LINES else [stream.read().split()]
+    words = [word for line in lines for word in line]
+    if line_words == OWN_LINES:
+        sentence = np.repeat(np.arange(len(lines), dtype=np.int64), [len(line) for line in lines])
+    else:
+        sentence = np.arange(len(words), dtype=np.int64) // line_words
     counts = Counter(words)
     vocabulary = sorted((word for word, count in counts.items() if count >= MIN_COUNT),
                         key=lambda word: (-counts[word], word))
     index = {word: i for i, word in enumerate(vocabulary)}
     ids = np.fromiter((index.get(word, -1) for word in words), dtype=np.int32, count=len(words))
-    sentence = np.arange(ids.size, dtype=np.int64) // line_words
     known = ids >= 0
     CACHE.mkdir(parents=True, exist_ok=True)
     data = {"ids": ids[known], "sentence": sentence[known], "words": np.array(vocabulary, dtype=object),
@@ -81,12 +93,14 @@ class Model:
         self.output = np.zeros((vocab_size, DIM), dtype=np.float32)
 
 
-def learning_rate(progress: float) -> float:
-    return LEARNING_RATE * max(MIN_RATIO, 1.0 - progress)
+def learning_rate(progress: float, decay_end: float) -> float:
+    """The rate after `progress` of all epochs' words: linear from `LEARNING_RATE` to `decay_end`
+    x that (the product's `train.min_learning_rate_ratio`), never under `MIN_RATIO` x that."""
+    return LEARNING_RATE * max(MIN_RATIO, 1.0 - (1.0 - decay_end) * progress)
 
 
 def train_block(model, context_ids, center_ids, position, pool_sampler, pool_ids, noise_weight,
-                generator, progress_start, progress_span, applied=None):
+                generator, progress_start, progress_span, decay_end, applied=None):
     """Minibatch SGD over one block's pairs (context-position order), as sgns_spark.shard does."""
     if center_ids.size == 0:
         return 0.0
@@ -103,7 +117,7 @@ def train_block(model, context_ids, center_ids, position, pool_sampler, pool_ids
     scratch = RowScratch.of(model.input, model.output)
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
         pair_first, pair_stop = unit_end[first] - unit_pairs[first], unit_end[stop - 1]
-        rate = learning_rate(progress_start + progress_span * pair_first / pairs)
+        rate = learning_rate(progress_start + progress_span * pair_first / pairs, decay_end)
         loss += sgns_step(model.input, model.output, unit_ids[first:stop], unit_pairs[first:stop],
                           center_ids[pair_first:pair_stop], pools[number], noise_weight, rate,
                           with_loss=number % 8 == 0, applied_curvature=applied, scratch=scratch)
@@ -150,7 +164,7 @@ class HotRows:
 
 
 def simulate(corpus: dict, shards: int, rounds: int, epochs: int, hot_words: int = 0,
-             merge: str = "curvature", warmup: float = 0.0) -> dict:
+             merge: str = "curvature", warmup: float = 0.0, decay_end: float = MIN_RATIO) -> Model:
     """Stratified training over the cold words, the `hot_words` most frequent replicated in
     every task and merged after each phase; hot_words = 0 is the product's schedule."""
     counts = corpus["counts"]
@@ -204,7 +218,7 @@ def simulate(corpus: dict, shards: int, rounds: int, epochs: int, hot_words: int
             if pairs.center_ids.size:
                 train_block(model, pairs.context_ids, pairs.center_ids, pairs.context_position, serial_sampler,
                             everything, NEGATIVE / POOL, seeded_generator(*key, 2, 0), words_done / words_total,
-                            round_share)
+                            round_share, decay_end)
             words_done += words_per_round[round_index]
             continue
         for phase in range(shards):
@@ -219,7 +233,7 @@ def simulate(corpus: dict, shards: int, rounds: int, epochs: int, hot_words: int
                 train_block(model, pairs.context_ids[chosen_pairs], pairs.center_ids[chosen_pairs],
                             pairs.context_position[chosen_pairs], samplers[out], candidates[out],
                             noise_weights[out], seeded_generator(*key, 2, phase * shards + owner),
-                            progress, round_share / shards, replicas.applied if replicas else None)
+                            progress, round_share / shards, decay_end, replicas.applied if replicas else None)
                 if replicas:
                     replicas.end_task()
             if replicas:
@@ -227,15 +241,19 @@ def simulate(corpus: dict, shards: int, rounds: int, epochs: int, hot_words: int
         words_done += words_per_round[round_index]
         print(f"  epoch {epoch + 1} round {round_index + 1}/{rounds}: {time.perf_counter() - started:.0f} s",
               flush=True)
-    return score(model, corpus)
+    return model
 
 
-def score(model: Model, corpus: dict) -> dict:
+def score(model: Model, corpus: dict, held_out: str = "") -> dict:
+    """Analogy, WS353, SimLex-999 and each of the comma-separated similarity files `held_out`
+    (named by its stem) of the model's input vectors."""
     vectors = Vectors(list(corpus["words"]), model.input)
     simlex = Path(__import__("gensim").__file__).parent / "test" / "test_data" / "simlex999.txt"
+    sets = [Path(path) for path in held_out.split(",") if path]
     return {"analogy": analogy_accuracy(vectors, QUESTIONS)["accuracy"],
             "ws353": similarity_spearman(vectors, WORDSIM)["spearman"],
-            "simlex": similarity_spearman(vectors, simlex)["spearman"]}
+            "simlex": similarity_spearman(vectors, simlex)["spearman"],
+            **{path.stem: similarity_spearman(vectors, path)["spearman"] for path in sets}}
 
 
 def main() -> None:
@@ -244,7 +262,9 @@ def main() -> None:
     parser.add_argument("--shards", default="2")
     parser.add_argument("--rounds", default="4")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--line-words", type=int, default=LINE_WORDS)
+    parser.add_argument("--line-words", type=int, default=LINE_WORDS, help=LINE_WORDS_HELP)
+    parser.add_argument("--similarity", default="", help=SIMILARITY_HELP)
+    parser.add_argument("--decay-end", type=float, default=MIN_RATIO, help=DECAY_END_HELP)
     parser.add_argument("--hot-words", default="0")
     parser.add_argument("--merge", default="curvature")
     parser.add_argument("--warmup", default="0")
@@ -255,7 +275,8 @@ def main() -> None:
             map(int, arguments.hot_words.split(",")), arguments.merge.split(","),
             map(float, arguments.warmup.split(","))):
         started = time.perf_counter()
-        scores = simulate(corpus, shards, rounds, arguments.epochs, hot_words, merge, warmup)
+        scores = score(simulate(corpus, shards, rounds, arguments.epochs, hot_words, merge, warmup,
+                                arguments.decay_end), corpus, arguments.similarity)
         row = {"shards": shards, "rounds": rounds, "epochs": arguments.epochs, "hot_words": hot_words,
                "merge": merge, "warmup": warmup, **scores,
                "seconds": round(time.perf_counter() - started)}
