@@ -2,8 +2,9 @@
 
 The simulator trains with the project's own kernel and samplers, on a corpus of tokens between
 spaces (the benchmark corpus, or one the bench prepared) encoded once, and walks a schedule's
-phases in order. Blocks of one phase own disjoint rows, so running them one after another gives
-the same rows as running them in parallel tasks.
+phases in order, each round's sentences in a drawn order as the product trains them. Blocks of
+one phase own disjoint rows, so running them one after another gives the same rows as running
+them in parallel tasks.
 
     python bench/simulate.py --shards 2,16,64 --rounds 1,2 [--hot-words 0,1000] [--warmup 0.05]
         [--line-words 0] [--decay-end 0.5] [--similarity <files>]
@@ -27,7 +28,12 @@ sys.path.insert(0, str(REPOSITORY))
 
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman  # noqa: E402
 from sgns_spark.train.kernel import RowScratch, sgns_step  # noqa: E402
-from sgns_spark.train.sampling import NoiseSampler, seeded_generator, skipgram_pairs  # noqa: E402
+from sgns_spark.train.sampling import (  # noqa: E402
+    SENTENCE_ORDER_STREAM,
+    NoiseSampler,
+    seeded_generator,
+    skipgram_pairs,
+)
 from sgns_spark.train.schedule import pair_strata, word_groups  # noqa: E402
 from sgns_spark.vectors import Vectors  # noqa: E402
 
@@ -199,9 +205,12 @@ def simulate(corpus: dict, shards: int, rounds: int, epochs: int, hot_words: int
     started = time.perf_counter()
     words_done = 0
     for epoch, round_index in itertools.product(range(epochs), range(rounds)):
-        chosen = token_round == round_index
         key = (SEED, epoch, round_index)
-        pairs = skipgram_pairs(ids[chosen], sentence[chosen], keep, WINDOW,
+        # the round's sentences in a drawn order, as the product trains them (`sentence_tokens`)
+        sentence_rank = seeded_generator(*key, SENTENCE_ORDER_STREAM, 0).permutation(sentence_draws.size)
+        tokens = np.flatnonzero(token_round == round_index)
+        tokens = tokens[np.argsort(sentence_rank[sentence[tokens]], kind="stable")]
+        pairs = skipgram_pairs(ids[tokens], sentence_rank[sentence[tokens]], keep, WINDOW,
                                seeded_generator(*key, 0, 0), seeded_generator(*key, 1, 0))
         spread = seeded_generator(*key, 3, 0).integers(shards, size=(2, pairs.kept_tokens))
         context_group, center_group = group[pairs.context_ids], group[pairs.center_ids]

@@ -31,7 +31,13 @@ from sgns_spark.synthetic import FAMILIES
 from sgns_spark.train import driver as driver_module
 from sgns_spark.train import task as task_module
 from sgns_spark.train.model_store import read_latest, read_side
-from sgns_spark.train.sampling import SUBSAMPLE_STREAM, WINDOW_STREAM, seeded_generator, skipgram_pairs
+from sgns_spark.train.sampling import (
+    SENTENCE_ORDER_STREAM,
+    SUBSAMPLE_STREAM,
+    WINDOW_STREAM,
+    seeded_generator,
+    skipgram_pairs,
+)
 from sgns_spark.train.schedule import (
     INPUT_SIDE,
     OUTPUT_SIDE,
@@ -41,7 +47,17 @@ from sgns_spark.train.schedule import (
     rounds,
     word_groups,
 )
-from sgns_spark.train.task import PhasePlan, RoundPlan, Rows, source_bounds, source_pairs, train_phase
+from sgns_spark.train.task import (
+    Pairs,
+    PhasePlan,
+    RoundPlan,
+    Rows,
+    sentence_tokens,
+    source_bounds,
+    source_pairs,
+    train_phase,
+    training_order,
+)
 from sgns_spark.vectors import Vectors
 
 # Calibrated over corpus seeds 1..4 with these settings: analogy 0.96..0.99, neighbour rate
@@ -213,7 +229,7 @@ def test_source_pairs_read_back_through_their_groups_are_the_sources_pairs_each_
     batches, _, _, _, plan = small_round(np.random.default_rng(3))
     keep, key = np.full(60, 0.9), (plan.settings.seed, plan.epoch, plan.number)
     for number, batch in enumerate(batches):
-        word_ids, sentence_index = task_module.sentence_tokens(batch)
+        word_ids, sentence_index = sentence_tokens(batch, seeded_generator(*key, SENTENCE_ORDER_STREAM, number))
         expected = skipgram_pairs(word_ids, sentence_index, keep, plan.settings.window,
                                   seeded_generator(*key, SUBSAMPLE_STREAM, number),
                                   seeded_generator(*key, WINDOW_STREAM, number))
@@ -226,6 +242,42 @@ def test_source_pairs_read_back_through_their_groups_are_the_sources_pairs_each_
             found += zip(contexts.tolist(), centers.tolist(), strict=True)
         assert len(found) > 500
         assert sorted(found) == sorted(zip(expected.context_ids.tolist(), expected.center_ids.tolist(), strict=True))
+
+
+def test_a_source_trains_its_sentences_in_a_seeded_order_that_arrival_order_does_not_change():
+    """Sentence-key order follows the corpus; training follows a permutation of it drawn from the
+    source's generator: the same draws give the same tokens whatever order the rows came in."""
+    keys = np.arange(40, dtype=np.int64)
+    table = pa.table({"sentence_key": keys, "ids": pa.array([[key, key] for key in keys.tolist()],
+                                                            pa.list_(pa.int32()))})
+    scrambled = table.take(pa.array(np.random.default_rng(5).permutation(40)))
+
+    def sentence_order(sentences, draws):
+        word_ids, sentence_index = sentence_tokens(sentences, seeded_generator(*draws))
+        assert (np.diff(sentence_index) >= 0).all() and sentence_index.size == word_ids.size == 80
+        return word_ids[::2].tolist()  # a sentence's first token is its key
+
+    first = sentence_order(table, (1, 0, 2, SENTENCE_ORDER_STREAM, 7))
+    assert sorted(first) == keys.tolist() and first != keys.tolist()
+    assert sentence_order(scrambled, (1, 0, 2, SENTENCE_ORDER_STREAM, 7)) == first
+    assert sentence_order(table, (1, 0, 2, SENTENCE_ORDER_STREAM, 8)) != first  # another source
+    assert sentence_order(table, (2, 0, 2, SENTENCE_ORDER_STREAM, 7)) != first  # another seed
+
+
+def test_a_block_trains_its_sources_in_a_seeded_order_and_each_sources_parts_in_turn():
+    _, _, _, _, plan = small_round(np.random.default_rng(3))
+    empty = np.zeros(0, np.uint8)
+    parts = [Pairs(0, source, part, empty, empty, empty) for source in range(12) for part in range(2)]
+
+    def order_of(found):
+        return [(part.source, part.part) for part in found]
+
+    ordered = order_of(training_order(parts, plan))
+    sources = [source for source, part in ordered if part == 0]
+    assert sorted(ordered) == order_of(parts) and sources != sorted(sources)
+    assert all(ordered[2 * rank : 2 * rank + 2] == [(source, 0), (source, 1)] for rank, source in enumerate(sources))
+    assert order_of(training_order(parts[::-1], plan)) == ordered  # not arrival order
+    assert order_of(training_order(parts, dataclasses.replace(plan, number=3))) != ordered  # another round
 
 
 def test_pair_strata_are_the_groups_difference_modulo_the_groups():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SUBSAMPLE_STREAM, WINDOW_STREAM, NOISE_STREAM = 0, 1, 2  # one independent stream per kind of draw
+SENTENCE_ORDER_STREAM, SOURCE_ORDER_STREAM = 3, 4  # the order a block trains its sentences in
 GUIDE_BUCKETS_PER_WORD = 4  # guide-table size per vocabulary word; more = fewer steps per draw
 
 

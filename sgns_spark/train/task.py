@@ -5,8 +5,9 @@ driver unwraps broadcasts before calling them). Records travel between tasks as 
 
 * ``Rows(side, group, ids, vectors)``: some rows of one side of one word group;
 * ``Pairs(stratum, source, part, context_rows, context_pairs, center_rows)``: one part of the
-  block of (stratum, context group) from one source (`source_bounds`), context positions in corpus order;
-  words as their rows in their groups (`group_rows`), in the smallest unsigned type that holds them.
+  block of (stratum, context group) from one source (`source_bounds`), context positions in the
+  source's training order (`sentence_tokens`); words as their rows in their groups (`group_rows`),
+  in the smallest unsigned type that holds them.
 
 Every draw comes from a generator keyed by the schedule position (seed, epoch, round, stream,
 index), and records are sorted before use, so a retried task produces identical rows.
@@ -30,6 +31,8 @@ from sgns_spark.memory import peak_rss_mib
 from sgns_spark.train.kernel import CarriedRows, PairTiles, RowScratch, sgns_step
 from sgns_spark.train.sampling import (
     NOISE_STREAM,
+    SENTENCE_ORDER_STREAM,
+    SOURCE_ORDER_STREAM,
     SUBSAMPLE_STREAM,
     WINDOW_STREAM,
     NoiseSampler,
@@ -109,12 +112,19 @@ def key_ordered(sentences: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBat
     return sentences.take(pa.array(np.argsort(sentences.column("sentence_key").to_numpy(), kind="stable")))
 
 
-def sentence_tokens(sentences: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens in sentence-key order (`key_ordered`), and each token's sentence.
+def sentence_tokens(sentences: pa.Table, order: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of the sentences in their training order, and each token's sentence.
+
+    The order is a permutation drawn by `order` of the sentences' key order (`key_ordered`), so
+    it depends on the draws, never on arrival order. Not key order itself: keys follow the
+    corpus, whose neighbouring sentences share a topic, and SGD trained in that order ends
+    pulled towards the last topics it saw (the reference trainer on a corpus of books, 1 epoch:
+    MEN 0.110 in the corpus's order, 0.162 with its lines shuffled; bench/RESULTS.md).
 
     Returns ``(tokens,) int32`` word ids and ``(tokens,) int64`` sentence indices.
     """
-    ids_column = key_ordered(sentences).column("ids").combine_chunks()
+    ordered = key_ordered(sentences)
+    ids_column = ordered.take(pa.array(order.permutation(ordered.num_rows))).column("ids").combine_chunks()
     lengths = list_lengths(ids_column)  # (sentences,)
     word_ids = ids_column.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
     return word_ids, np.repeat(np.arange(lengths.size), lengths)
@@ -158,8 +168,8 @@ def source_pairs(sentences: pa.Table, source: int, plan: RoundPlan, keep_probabi
         The source's number, unique within the round (`SOURCE_SHIFT`).
     """
     settings, groups = plan.settings, plan.groups
-    word_ids, sentence_index = sentence_tokens(sentences)
     key = (settings.seed, plan.epoch, plan.number)
+    word_ids, sentence_index = sentence_tokens(sentences, seeded_generator(*key, SENTENCE_ORDER_STREAM, source))
     pairs = skipgram_pairs(word_ids, sentence_index, keep_probability, settings.window,
                            seeded_generator(*key, SUBSAMPLE_STREAM, source),
                            seeded_generator(*key, WINDOW_STREAM, source))
@@ -267,7 +277,7 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
             parts.append(record)
     inputs = local_rows(rows[INPUT_SIDE], settings.dim)
     outputs = local_rows(rows[OUTPUT_SIDE], settings.dim)
-    parts.sort(key=lambda part: (part.source, part.part))
+    parts = training_order(parts, plan.round)
     received = time.perf_counter()
     loss, pairs = train_block(inputs, outputs, parts, plan, noise_weights, noise_scale, task, carried)
     if not (np.isfinite(inputs.vectors).all() and np.isfinite(outputs.vectors).all()):
@@ -276,6 +286,15 @@ def train_phase(task: int, records: Iterable[Rows | Pairs], plan: PhasePlan, noi
     keyed = [*next_owners(inputs, INPUT_SIDE, plan), *next_owners(outputs, OUTPUT_SIDE, plan)]
     seconds = {"receive": received - started, "kernel": trained - received, "send": time.perf_counter() - trained}
     return keyed, PhaseStatistics(loss, pairs, peak_rss_mib(), sys.executable, seconds)
+
+
+def training_order(parts: list[Pairs], plan: RoundPlan) -> list[Pairs]:
+    """A block's parts in the order it trains them: its sources in an order drawn from the
+    round's seed (not their numbers, which follow the corpus: `sentence_tokens`), each source's
+    parts in turn."""
+    key = (plan.settings.seed, plan.epoch, plan.number, SOURCE_ORDER_STREAM)
+    rank = {source: seeded_generator(*key, source).random() for source in {part.source for part in parts}}
+    return sorted(parts, key=lambda part: (rank[part.source], part.source, part.part))
 
 
 def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan: PhasePlan,
