@@ -50,6 +50,10 @@ DISK_FULL = "No space left on device"
 UNREACHABLE = re.compile(r"java\.net\.(ConnectException|UnknownHostException|NoRouteToHostException)")
 UNREACHABLE_SERVER = re.compile(r" to (\S+) failed on ")
 WORKER_CRASH = "Python worker exited unexpectedly"  # Spark's message for a task whose Python worker died
+# a Python worker killed as it started: the JVM's handshake with it read the end of its socket, and
+# a job aborted for that carries the frames of the task's failure in its message
+WORKER_START_CRASH = re.compile(
+    r"java\.io\.EOFException(?:\s+at \S+)*?\s+at org\.apache\.spark\.api\.python\.PythonWorkerFactory\.")
 # a Python worker's import that failed: its interpreter lacks sgns-spark or a package it needs
 WORKER_IMPORT = re.compile(r"(?:ModuleNotFoundError|ImportError): ([^\r\n]+)")
 # PySpark's refusal of executors whose Python is another minor version than the driver's
@@ -291,7 +295,7 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"Spark ran out of memory ({OUT_OF_MEMORY}); raise spark.driver_memory (under spark-submit: "
                          "--driver-memory and spark.executor.memory), or raise train.num_shards so that each task "
                          "holds fewer rows")
-    if any(WORKER_CRASH in message for message in messages):
+    if any(WORKER_CRASH in message or WORKER_START_CRASH.search(message) for message in messages):
         return UserError("a Python worker died in every attempt of a task (killed, most often by the system for "
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "
                          "spark.executor.pyspark.memory, locally free memory on this machine) or raise "

@@ -32,6 +32,7 @@ from sgns_spark.cli import (
     Stopped,
     job_error,
     stop_on_signals,
+    user_error_of,
 )
 from sgns_spark.session import LOCAL_TASK_ATTEMPTS, with_task_retries
 
@@ -49,6 +50,15 @@ OUT_OF_HEAP_LINE = ("Spark's JVM (the driver's) ended under the job: its heap ra
 # how a job aborted for a task's OutOfMemoryError carries it: as text in Spark's message
 ABORTED_FOR_A_TASKS_HEAP = ("Job aborted due to stage failure: Task 0 in stage 24.0 failed 1 times, most recent "
                             "failure: Lost task 0.0 in stage 24.0: java.lang.OutOfMemoryError: Java heap space")
+# a job aborted as a task's last attempt lost its Python worker while starting it (seen in a fresh
+# clone's run of the test that kills every worker: killed between the daemon's fork and its handshake)
+ABORTED_FOR_A_WORKER_AT_START = (
+    "Job aborted due to stage failure: Task 0 in stage 3.0 failed 4 times, most recent failure: Lost task 0.3 in "
+    "stage 3.0 (TID 13) (192.0.2.2 executor driver): java.io.EOFException\n"
+    "\tat java.base/java.io.DataInputStream.readInt(DataInputStream.java:386)\n"
+    "\tat org.apache.spark.security.SocketAuthHelper.readUtf8(SocketAuthHelper.scala:116)\n"
+    "\tat org.apache.spark.security.SocketAuthHelper.authToServer(SocketAuthHelper.scala:101)\n"
+    "\tat org.apache.spark.api.python.PythonWorkerFactory.createWorker$1(PythonWorkerFactory.scala:220)\n")
 # the lines of PySpark's daemon's trace of a connection the dying JVM broke, which other processes' lines
 # may cut apart: frames of the executors' pyspark (from pyspark.zip, which the job's own Python never
 # runs), so a trace of the job's own Python still shows by its files' lines
@@ -205,11 +215,20 @@ def test_a_driver_jvm_out_of_heap_ends_the_run_in_one_line_naming_the_heap(tmp_p
     assert not (tmp_path / "root" / "export").exists()
 
 
-def java_error_of_an_aborted_job(spark) -> BaseException:
-    """A real Java exception, raised through Py4J, whose message is `ABORTED_FOR_A_TASKS_HEAP`."""
+def java_error_of_an_aborted_job(spark, message: str = ABORTED_FOR_A_TASKS_HEAP) -> BaseException:
+    """A real Java exception, raised through Py4J, whose message holds `message`."""
     with pytest.raises(Exception) as raised:  # noqa: B017 - Py4J's error of a Java exception
-        spark._jvm.java.lang.Integer.parseInt(ABORTED_FOR_A_TASKS_HEAP)
+        spark._jvm.java.lang.Integer.parseInt(message)
     return raised.value
+
+
+def test_a_worker_lost_as_it_started_in_a_tasks_last_attempt_is_the_workers_line(spark):
+    """The last attempt's failure is an EOFException in the handshake, not Spark's crash message:
+    the job ended with Spark's trace, exit 1. An EOFException elsewhere is not a worker's death."""
+    error = user_error_of(java_error_of_an_aborted_job(spark, ABORTED_FOR_A_WORKER_AT_START), [])
+    assert str(error).startswith("a Python worker died in every attempt of a task")
+    elsewhere = ABORTED_FOR_A_WORKER_AT_START.replace("api.python.PythonWorkerFactory", "storage.BlockManager")
+    assert user_error_of(java_error_of_an_aborted_job(spark, elsewhere), []) is None
 
 
 def test_a_job_aborted_for_a_tasks_heap_before_the_jvm_exits_awaits_the_exit_and_names_the_heap(spark):
