@@ -130,8 +130,8 @@ class TrainSettings:
     noise_pool: int = setting(128, "noise words drawn per minibatch; each pair meets all of them at weight "
                                    "negative/noise_pool", unit="words", low=1, high=100_000)
     epochs: int = setting(
-        1, "passes over the corpus; 1 as Spark MLlib, where gensim and word2vec.c run 5 (the benchmark scored 20.0% "
-        "analogy after 1 and 39.7% after 5)", low=1, high=1000)
+        1, "passes over the corpus; 1 as Spark MLlib, where gensim and word2vec.c run 5 (the benchmark scored 19.0% "
+        "analogy after 1 and 39.8% after 5, means of 3 seeds)", low=1, high=1000)
     num_shards: int = setting(2, "Spark tasks that train in parallel (word groups); about the executor cores",
                               low=1, high=100_000)
     rounds_per_epoch: int = setting(AUTOMATIC, "rounds per epoch; each syncs every row num_shards times",
