@@ -123,8 +123,8 @@ def sentence_tokens(sentences: pa.Table, order: np.random.Generator) -> tuple[np
 
     Returns ``(tokens,) int32`` word ids and ``(tokens,) int64`` sentence indices.
     """
-    ordered = key_ordered(sentences)
-    ids_column = ordered.take(pa.array(order.permutation(ordered.num_rows))).column("ids").combine_chunks()
+    key_ordered_ids = key_ordered(sentences).column("ids").combine_chunks()
+    ids_column = key_ordered_ids.take(pa.array(order.permutation(len(key_ordered_ids))))
     lengths = list_lengths(ids_column)  # (sentences,)
     word_ids = ids_column.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
     return word_ids, np.repeat(np.arange(lengths.size), lengths)
