@@ -26,6 +26,8 @@ import numpy as np
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
+from run import OWN_LINES  # noqa: E402 (the bench's own-lines width, which a prepared corpus keeps)
+
 from sgns_spark.evaluate import analogy_accuracy, similarity_spearman  # noqa: E402
 from sgns_spark.train.kernel import RowScratch, sgns_step  # noqa: E402
 from sgns_spark.train.sampling import (  # noqa: E402
@@ -45,7 +47,6 @@ MIN_COUNT, SAMPLE, NOISE_EXPONENT = 5, 1e-3, 0.75
 DIM, WINDOW, NEGATIVE, POOL, BATCH_PAIRS = 100, 5, 5, 128, 768
 LEARNING_RATE, MIN_RATIO = 0.025, 1e-4
 LINE_WORDS = 1000
-OWN_LINES = 0
 LINE_WORDS_HELP = "words a sentence; 0 = the corpus's own lines (a corpus the bench prepared with LINES=0)"
 SIMILARITY_HELP = "comma-separated similarity sets scored beside WS353 and SimLex-999"
 DECAY_END_HELP = "the rate at the end of the last epoch, as a share of the start (word2vec.c: 1e-4)"
@@ -61,12 +62,13 @@ def encoded_corpus(source: Path, line_words: int) -> dict:
         return {key: data[key] for key in data.files}
     opener = gzip.open if source.suffix == ".gz" else open
     with opener(source, "rt", encoding="utf-8") as stream:
-        lines = [line.split() for line in stream] if line_words == OWN_LINES else [stream.read().split()]
-    words = [word for line in lines for word in line]
-    if line_words == OWN_LINES:
-        sentence = np.repeat(np.arange(len(lines), dtype=np.int64), [len(line) for line in lines])
-    else:
-        sentence = np.arange(len(words), dtype=np.int64) // line_words
+        if line_words == OWN_LINES:
+            lines = [line.split() for line in stream]
+            words = [word for line in lines for word in line]
+            sentence = np.repeat(np.arange(len(lines), dtype=np.int64), [len(line) for line in lines])
+        else:
+            words = stream.read().split()
+            sentence = np.arange(len(words), dtype=np.int64) // line_words
     counts = Counter(words)
     vocabulary = sorted((word for word, count in counts.items() if count >= MIN_COUNT),
                         key=lambda word: (-counts[word], word))
