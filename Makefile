@@ -72,7 +72,7 @@ package: setup
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(DIST) .
 	$(PYTHON) -m venv $(PACK_ENV)
 	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(DIST)/sgns_spark-*.whl
-	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check 'numpy>=2,<3' 'pyarrow>=15' 'pandas>=2.2,<3'
+	$(PACK_ENV)/bin/pip install --quiet --disable-pip-version-check 'numpy>=2.2,<3' 'pyarrow>=15' 'pandas>=2.2,<3'
 	$(PY) -m pip install --quiet --disable-pip-version-check venv-pack
 	$(VENV)/bin/venv-pack --quiet -p $(PACK_ENV) -o $(DIST)/sgns_spark_env.tar.gz
 	rm -rf $(PACK_ENV)

@@ -119,12 +119,13 @@ def train_block(model, context_ids, center_ids, position, pool_sampler, pool_ids
     batch_of_unit = (unit_end - 1) // BATCH_PAIRS
     batch_start = np.flatnonzero(np.r_[True, batch_of_unit[1:] != batch_of_unit[:-1]])
     batch_stop = np.r_[batch_start[1:], unit_ids.size]
+    batch_pair_bounds = np.r_[0, unit_end[batch_stop - 1]]  # (batches + 1,) each one's first pair, then all pairs
     pools = pool_ids[pool_sampler.draw(generator, (batch_start.size, POOL))]
     loss = 0.0
     pairs = center_ids.size
-    scratch = RowScratch.of(model.input, model.output)
+    scratch = RowScratch.of(model.input, model.output, int(np.diff(batch_pair_bounds).max()) + POOL)
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
-        pair_first, pair_stop = unit_end[first] - unit_pairs[first], unit_end[stop - 1]
+        pair_first, pair_stop = batch_pair_bounds[number], batch_pair_bounds[number + 1]
         rate = learning_rate(progress_start + progress_span * pair_first / pairs, decay_end)
         loss += sgns_step(model.input, model.output, unit_ids[first:stop], unit_pairs[first:stop],
                           center_ids[pair_first:pair_stop], pools[number], noise_weight, rate,

@@ -11,6 +11,7 @@ from sgns_spark.train.kernel import (
     RowScratch,
     distinct_rows,
     scatter_add_rows,
+    scatter_lanes,
     sgns_step,
 )
 
@@ -21,12 +22,16 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def batch_with_duplicates(rng, rows=7, dim=5, units=6, pool=4):
+UNITS, MOST_UNIT_PAIRS, POOL = 6, 4, 4  # `batch_with_duplicates`' sizes
+MOST_PAIRS = UNITS * MOST_UNIT_PAIRS
+
+
+def batch_with_duplicates(rng, rows=7, dim=5, units=UNITS, pool=POOL):
     """One minibatch: input and output rows, units (context rows and pair counts), centers, noise pool."""
     input_vectors = rng.normal(0, 0.5, (rows, dim)).astype(np.float32)
     output_vectors = rng.normal(0, 0.5, (rows, dim)).astype(np.float32)
     unit_rows = rng.integers(0, 3, size=units)  # few rows: many repeats
-    unit_pairs = rng.integers(1, 5, size=units)
+    unit_pairs = rng.integers(1, MOST_UNIT_PAIRS + 1, size=units)
     center_rows = rng.integers(0, 4, size=int(unit_pairs.sum()))
     noise_rows = rng.integers(0, 4, size=pool)  # overlaps centers and itself
     return input_vectors, output_vectors, unit_rows, unit_pairs, center_rows, noise_rows
@@ -206,7 +211,7 @@ def test_kernel_step_is_minus_the_finite_difference_gradient():
 def test_kept_scratch_gives_each_minibatch_the_reference_step_and_is_left_as_it_was():
     rng = np.random.default_rng(5)
     input_vectors, output_vectors, *_ = batch_with_duplicates(rng)
-    scratch = RowScratch.of(input_vectors, output_vectors)
+    scratch = RowScratch.of(input_vectors, output_vectors, MOST_PAIRS + POOL)
     for _ in range(3):  # sums left over from a minibatch would shrink the next one's steps
         _, _, *batch = batch_with_duplicates(rng)
         expected_in, expected_out, factor_in, _ = reference_step(input_vectors, output_vectors, *batch, 0.5)
@@ -233,7 +238,8 @@ def test_distinct_rows_are_numpys_unique_in_first_appearance_order():
 
 def test_scatter_add_sums_repeated_rows():
     matrix = np.zeros((3, 2), dtype=np.float32)
-    scatter_add_rows(matrix, np.array([2, 0, 2, 2]), np.arange(8, dtype=np.float32).reshape(4, 2))
+    scatter_add_rows(matrix, np.array([2, 0, 2, 2]), np.arange(8, dtype=np.float32).reshape(4, 2),
+                     scatter_lanes(2, 4))
     np.testing.assert_array_equal(matrix, [[2, 3], [0, 0], [0 + 4 + 6, 1 + 5 + 7]])
 
 
@@ -246,7 +252,7 @@ def test_scatter_add_equals_a_row_by_row_loop_to_the_bit(dim):
     expected = matrix.copy()
     for row, update in zip(rows, updates, strict=True):  # float32 sums in the scatter's order
         expected[row] += update
-    scatter_add_rows(matrix, rows, updates)
+    scatter_add_rows(matrix, rows, updates, scatter_lanes(dim, 2 * rows.size))  # lanes for more rows than these
     np.testing.assert_array_equal(matrix, expected)
 
 

@@ -61,18 +61,21 @@ class CarriedRows(NamedTuple):
 
 
 class RowScratch(NamedTuple):
-    """Per-row arrays that a block's minibatches share, each left by a step as it found it, so
-    that a step costs its slots, not the matrices' rows (a fresh zeroed array of 500k rows took
-    28 us a minibatch on one core, 2M rows 90 us; measured)."""
+    """Arrays that a block's minibatches share, each left by a step as it found it, so that a
+    step costs its slots, not the matrices' rows (a fresh zeroed array of 500k rows took 28 us a
+    minibatch on one core, 2M rows 90 us; measured)."""
 
     output_sums: np.ndarray  # (output rows,) float32 zeros: `row_totals`
     first_units: np.ndarray  # (input rows,) int64 NO_UNIT: `distinct_rows`
+    lanes: np.ndarray  # (slots x lanes of a row,) int64: `scatter_lanes`
 
     @classmethod
-    def of(cls, input_vectors: np.ndarray, output_vectors: np.ndarray) -> RowScratch:
-        """The scratch of a block's two matrices."""
+    def of(cls, input_vectors: np.ndarray, output_vectors: np.ndarray, slots: int) -> RowScratch:
+        """The scratch of a block's two matrices, whose minibatches scatter at most `slots` rows
+        into either (a minibatch's pairs and its noise pool bound them)."""
         return cls(np.zeros(output_vectors.shape[0], dtype=np.float32),
-                   np.full(input_vectors.shape[0], NO_UNIT, dtype=np.int64))
+                   np.full(input_vectors.shape[0], NO_UNIT, dtype=np.int64),
+                   scatter_lanes(output_vectors.shape[1], slots))
 
 
 def sigmoid_complement(scores: np.ndarray) -> np.ndarray:
@@ -239,7 +242,7 @@ def sgns_step(
     if tiles is None:
         tiles = PairTiles.of(unit_pairs, output_rows, output_vectors.shape[0])
     if scratch is None:
-        scratch = RowScratch.of(input_vectors, output_vectors)
+        scratch = RowScratch.of(input_vectors, output_vectors, output_rows.size + noise_rows.size)
     counts = tiles.pair_counts  # (T, P, W)
     units_count = unit_rows.size
     padded_units = input_vectors[tiles.padded_units(unit_rows)]  # (T * P, dim) v_c
@@ -269,16 +272,16 @@ def sgns_step(
     noise_sensitivity = np.maximum(noise_complement, GRADIENT_SHARE, out=noise_complement)  # (D, M), in place
     negative_gradient *= context_noise_weight
     noise_sensitivity *= negative_gradient
-    unit_norms = np.einsum("tpd,tpd->tp", tile_units, tile_units)  # (T, P) |v_c|^2
-    center_norms = np.einsum("twd,twd->tw", centers, centers)  # (T, W) |v'_w|^2
+    unit_norms = np.vecdot(tile_units, tile_units)  # (T, P) |v_c|^2
+    center_norms = np.vecdot(centers, centers)  # (T, W) |v'_w|^2
     # input rows: one slot per distinct row (its units' positive terms and its noise terms);
     # output rows: one per tile's center, one per pool word
-    unit_curvature = np.einsum("tpw,tw->tp", positive_sensitivity, center_norms).reshape(-1)[:units_count]  # (U,)
-    input_curvature = (noise_sensitivity @ np.einsum("md,md->m", noise, noise) + np.bincount(
+    unit_curvature = np.matvec(positive_sensitivity, center_norms).reshape(-1)[:units_count]  # (U,)
+    input_curvature = (noise_sensitivity @ np.vecdot(noise, noise) + np.bincount(
         unit_context, weights=unit_curvature, minlength=context_rows.size)).astype(np.float32)  # (D,)
     output_slots = np.concatenate([tiles.center_rows, noise_rows])  # (C + M,)
     output_curvature = np.concatenate([
-        np.einsum("tpw,tp->tw", positive_sensitivity, unit_norms).reshape(-1)[tiles.center_cells],  # (C,)
+        np.vecmat(unit_norms, positive_sensitivity).reshape(-1)[tiles.center_cells],  # (C,)
         noise_sensitivity.T @ unit_norms.reshape(-1)[first_unit],  # (M,)
     ])
     input_applied, output_applied = applied_curvature or (None, None)
@@ -294,7 +297,7 @@ def sgns_step(
     # an input row's units are summed on its distinct row, which starts from its noise terms
     input_update = np.negative(negative_gradient @ noise)  # (D, dim)
     positive_update = (positive_gradient @ centers).reshape(-1, centers.shape[2])[:units_count]  # (U, dim)
-    scatter_add_rows(input_update, unit_context, positive_update)
+    scatter_add_rows(input_update, unit_context, positive_update, scratch.lanes)
     input_update *= input_rates[:, None]
     center_count = tiles.center_rows.size
     output_update = np.empty((output_slots.size, centers.shape[2]), dtype=np.float32)  # (C + M, dim)
@@ -304,7 +307,7 @@ def sgns_step(
     output_update[center_count:] *= -1.0
     output_update *= output_rates[:, None]
     input_vectors[context_rows] += input_update  # distinct rows: plain indexing
-    scatter_add_rows(output_vectors, output_slots, output_update)
+    scatter_add_rows(output_vectors, output_slots, output_update, scratch.lanes)
     return loss
 
 
@@ -404,14 +407,26 @@ def distinct_rows(rows: np.ndarray, first_units: np.ndarray) -> tuple[np.ndarray
     return distinct, first_unit, (np.cumsum(first_flags) - 1)[first_unit_of]
 
 
-def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray) -> None:
-    """``matrix[rows] += updates`` with repeated rows summed, on a flat view (much faster
-    than 2-D ``np.add.at``).
+def scatter_lane_type(dim: int) -> type[np.number]:
+    """The element a summing scatter adds a row of `dim` float32 values by: where the width is
+    even, complex64 pairs of them (complex addition adds the two float32 parts exactly as float32
+    addition does, so the sums are the same to the bit, and the scatter and its index cover half
+    as many elements: a (700, 100) update took 80 against 130 us on one core, measured)."""
+    return np.complex64 if dim % 2 == 0 else np.float32
 
-    Where the rows have an even width, the flat view pairs their floats as complex64 numbers:
-    complex addition adds the two float32 parts exactly as float32 addition does, so the sums
-    are the same to the bit, and the summing scatter and its index cover half as many elements
-    (a (700, 100) update: 80 against 130 us on one core, measured).
+
+def scatter_lanes(dim: int, slots: int) -> np.ndarray:
+    """``(slots x lanes,) int64`` each lane's place in its row, ``0 .. lanes - 1``, row after row:
+    the part of `scatter_add_rows`'s flat index that is the same in every call (adding it to the
+    repeated row starts took 10 against 15 us for 400 rows of 50 lanes on one core, where the
+    index by broadcasting runs numpy's inner loop once per row; measured)."""
+    lanes = dim * np.dtype(np.float32).itemsize // np.dtype(scatter_lane_type(dim)).itemsize
+    return np.tile(np.arange(lanes), slots)
+
+
+def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray, lanes: np.ndarray) -> None:
+    """``matrix[rows] += updates`` with repeated rows summed, by numpy's fast 1-D ``np.add.at``
+    on flat views of `scatter_lane_type` (much faster than 2-D ``np.add.at``).
 
     Parameters
     ----------
@@ -421,10 +436,13 @@ def scatter_add_rows(matrix: np.ndarray, rows: np.ndarray, updates: np.ndarray) 
         ``(m,)`` int row indices, repeats allowed.
     updates : numpy.ndarray
         ``(m, dim)`` float32, C-contiguous.
+    lanes : numpy.ndarray
+        ``scatter_lanes(dim, slots)`` for any ``slots >= m``.
     """
-    lanes = np.complex64 if matrix.shape[1] % 2 == 0 else np.float32
-    flat_matrix = matrix.view(lanes).reshape(-1)  # (n * width,)
-    flat_updates = updates.view(lanes)  # (m, width)
+    lane_type = scatter_lane_type(matrix.shape[1])
+    flat_matrix = matrix.view(lane_type).reshape(-1)  # (n * width,)
+    flat_updates = updates.view(lane_type)  # (m, width)
     width = flat_updates.shape[1]
-    flat_index = (rows[:, None] * width + np.arange(width)).reshape(-1)  # (m * width,)
+    flat_index = np.repeat(rows * width, width)  # (m * width,) the first lane of each slot's row
+    flat_index += lanes[: flat_index.size]
     np.add.at(flat_matrix, flat_index, flat_updates.reshape(-1))

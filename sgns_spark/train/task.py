@@ -317,18 +317,20 @@ def train_block(inputs: LocalRows, outputs: LocalRows, parts: list[Pairs], plan:
     batch_of_unit = (unit_end - 1) // settings.batch_pairs  # (units,)
     batch_start = np.flatnonzero(run_start_flags(batch_of_unit))  # (batches,)
     batch_stop = np.r_[batch_start[1:], unit_rows.size]
+    batch_pair_bounds = np.r_[0, unit_end[batch_stop - 1]]  # (batches + 1,) each one's first pair, then all pairs
     generator = seeded_generator(settings.seed, plan.round.epoch, plan.round.number, NOISE_STREAM,
                                  plan.phase * groups + task)
     pools = noise.draw(generator, (batch_start.size, settings.noise_pool))  # (batches, pool) local rows
     carried_rows = None if carried is None else (carried[inputs.ids], carried[outputs.ids])  # (local,) each
-    scratch = RowScratch.of(inputs.vectors, outputs.vectors)
+    scratch = RowScratch.of(inputs.vectors, outputs.vectors,
+                            int(np.diff(batch_pair_bounds).max()) + settings.noise_pool)
     loss, sampled_pairs = 0.0, 0
     for number, (first, stop) in enumerate(zip(batch_start, batch_stop, strict=True)):
-        pair_first, pair_stop = unit_end[first] - context_pairs[first], unit_end[stop - 1]
+        pair_first, pair_stop = batch_pair_bounds[number], batch_pair_bounds[number + 1]
         if number % TILED_MINIBATCHES == 0:  # the tiles of this and the next minibatches
             last = min(number + TILED_MINIBATCHES, batch_start.size) - 1
             tiles = iter(PairTiles.of_minibatches(
-                context_pairs[first : batch_stop[last]], center_rows[pair_first : unit_end[batch_stop[last] - 1]],
+                context_pairs[first : batch_stop[last]], center_rows[pair_first : batch_pair_bounds[last + 1]],
                 outputs.ids.size, batch_start[number : last + 1] - first))
         with_loss = number % LOSS_SAMPLE_INTERVAL == 0
         factor = plan.decay(pair_first / pairs)
