@@ -330,6 +330,20 @@ def test_a_task_without_pairs_passes_its_rows_through_unchanged():
         np.testing.assert_array_equal(chunk.vectors, vectors[chunk.side][chunk.ids])
 
 
+def test_minibatches_of_one_position_scatter_their_centers_and_a_whole_noise_pool():
+    """The block's kept scratch is sized for its largest minibatch's pairs and its pool: with one
+    context position a minibatch, the pool's rows outnumber the pairs' centers."""
+    rng = np.random.default_rng(4)
+    batches, vectors, noise, scale, plan = small_round(rng, shards=2)
+    plan = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, batch_pairs=1))
+    parts = [part for owner, part in all_pairs(batches, plan) if owner == 0]
+    trained, statistics = train_phase(0, [*owned_records(vectors, 0, 0, 2), *parts], PhasePlan(plan, 0, 2, 1),
+                                      noise, scale)
+    assert statistics.pairs == sum(part.center_rows.size for part in parts if part.stratum == 0) > 0
+    moved = [not np.array_equal(chunk.vectors, vectors[chunk.side][chunk.ids]) for _, chunk in trained]
+    assert all(moved) and all(np.isfinite(chunk.vectors).all() for _, chunk in trained)
+
+
 def test_a_retried_task_yields_identical_rows_whatever_the_arrival_order_or_parts(monkeypatch):
     rng = np.random.default_rng(1)
     batches, vectors, noise, scale, plan = small_round(rng, shards=2)
