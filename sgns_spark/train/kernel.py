@@ -61,9 +61,10 @@ class CarriedRows(NamedTuple):
 
 
 class RowScratch(NamedTuple):
-    """Arrays that a block's minibatches share, each left by a step as it found it, so that a
-    step costs its slots, not the matrices' rows (a fresh zeroed array of 500k rows took 28 us a
-    minibatch on one core, 2M rows 90 us; measured)."""
+    """Arrays that a block's minibatches share, each left by a step as it found it: per-row
+    accumulators, so that a step costs its slots, not the matrices' rows (a fresh zeroed array of
+    500k rows took 28 us a minibatch on one core, 2M rows 90 us; measured), and the summing
+    scatters' lane offsets."""
 
     output_sums: np.ndarray  # (output rows,) float32 zeros: `row_totals`
     first_units: np.ndarray  # (input rows,) int64 NO_UNIT: `distinct_rows`
