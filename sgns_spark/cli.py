@@ -44,6 +44,10 @@ from sgns_spark.train.warm_start import run_parent
 EXIT_USER_ERROR = 2
 TRAINING_STAGES = ("train", "pipeline")  # the jobs whose settings name a warm start's parent
 OUT_OF_MEMORY = "java.lang.OutOfMemoryError"
+# Spark's memory manager refusing a task the memory it asked for (a page of an aggregation or a sort),
+# with its error class and message: Spark throws it, the task fails and the JVM lives on
+TASK_OUT_OF_MEMORY = re.compile(
+    r"org\.apache\.spark\.memory\.SparkOutOfMemoryError: ([^\r\n]+?)(?: SQLSTATE: \w+)?$", re.MULTILINE)
 DISK_FULL = "No space left on device"
 # a file system of --input, --root or a warm start's parent that does not answer (an HDFS name node
 # that is down, a wrong host or port), and Hadoop's "Call From <client> to <server> failed" naming it
@@ -295,6 +299,10 @@ def user_error_of(error: BaseException, roots: Sequence[Storage]) -> UserError |
         return UserError(f"Spark ran out of memory ({OUT_OF_MEMORY}); raise spark.driver_memory (under spark-submit: "
                          "--driver-memory and spark.executor.memory), or raise train.num_shards so that each task "
                          "holds fewer rows")
+    refused = first_match(TASK_OUT_OF_MEMORY, [f"{name}: {message}" for name, message in causes])
+    if refused is not None:
+        return UserError(f"Spark's tasks ran out of memory ({refused.group(1)}); raise spark.driver_memory (under "
+                         "spark-submit: spark.executor.memory; in local mode the tasks share the driver's heap)")
     if any(WORKER_CRASH in message or WORKER_START_CRASH.search(message) for message in messages):
         return UserError("a Python worker died in every attempt of a task (killed, most often by the system for "
                          "want of memory); give the workers more memory (on a cluster spark.executor.memory and "

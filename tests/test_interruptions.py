@@ -50,6 +50,13 @@ OUT_OF_HEAP_LINE = ("Spark's JVM (the driver's) ended under the job: its heap ra
 # how a job aborted for a task's OutOfMemoryError carries it: as text in Spark's message
 ABORTED_FOR_A_TASKS_HEAP = ("Job aborted due to stage failure: Task 0 in stage 24.0 failed 1 times, most recent "
                             "failure: Lost task 0.0 in stage 24.0: java.lang.OutOfMemoryError: Java heap space")
+# a job aborted for Spark's memory manager refusing a task's aggregation a page (the vocab stage's count
+# of a 1 GB corpus under a 4g local driver, whose heap held the tokenized corpus)
+ABORTED_FOR_A_TASKS_AGGREGATION = (
+    "Job aborted due to stage failure: Task 0 in stage 5.0 failed 4 times, most recent failure: Lost task 0.3 in "
+    "stage 5.0 (TID 33) (192.0.2.2 executor driver): org.apache.spark.memory.SparkOutOfMemoryError: "
+    "[AGGREGATE_OUT_OF_MEMORY] No enough memory for aggregation SQLSTATE: 82001\n"
+    "\tat org.apache.spark.sql.execution.aggregate.TungstenAggregationIterator.processInputs(x.scala:1)")
 # a job aborted as a task's last attempt lost its Python worker while starting it (seen in a fresh
 # clone's run of the test that kills every worker: killed between the daemon's fork and its handshake)
 ABORTED_FOR_A_WORKER_AT_START = (
@@ -258,6 +265,21 @@ def test_an_out_of_memory_error_under_a_jvm_that_lives_on_is_the_memory_line(spa
     assert str(job_error(spark, java_error_of_an_aborted_job(spark), [])) == (
         "Spark ran out of memory (java.lang.OutOfMemoryError); raise spark.driver_memory (under spark-submit: "
         "--driver-memory and spark.executor.memory), or raise train.num_shards so that each task holds fewer rows")
+
+
+def test_a_task_refused_memory_by_sparks_memory_manager_is_the_memory_line_without_awaiting_the_jvm(spark,
+                                                                                                 monkeypatch):
+    """Spark's own SparkOutOfMemoryError (its memory manager refusing a task's aggregation a page)
+    ended the job with Spark's trace, exit 1, after the wait for a JVM exit that never comes: the
+    JVM lives on. Its line names the error and the memory setting, and no wait precedes it."""
+    waits = []
+    monkeypatch.setattr("sgns_spark.cli.driver_jvm_exit", lambda spark, wait: waits.append(wait))
+    error = job_error(spark, java_error_of_an_aborted_job(spark, ABORTED_FOR_A_TASKS_AGGREGATION), [])
+    assert str(error) == (
+        "Spark's tasks ran out of memory ([AGGREGATE_OUT_OF_MEMORY] No enough memory for aggregation); raise "
+        "spark.driver_memory (under spark-submit: spark.executor.memory; in local mode the tasks share the "
+        "driver's heap)")
+    assert waits == []
 
 
 def test_a_stop_signal_that_lands_in_a_finalizer_is_sent_again_and_stops_the_job():
