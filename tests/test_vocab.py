@@ -1,10 +1,13 @@
+import gzip
+import json
 import math
+import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import make_config
+from conftest import JOBS, TEST_MASTER, job_environment, make_config, shared_file
 
 from sgns_spark import synthetic
 from sgns_spark.errors import UserError
@@ -81,6 +84,26 @@ def test_vocab_stage_publishes_outputs_and_report_and_skips_when_done(spark, sto
     assert decoded == Counter({row[0]: row[2] for row in expected})  # ids name the right words
     again = run_vocab_stage(spark, config, corpus_input(spark, str(path)), storage)
     assert again["seconds"] == report["seconds"]  # skipped: the stored report comes back
+
+
+def test_a_corpus_whose_tokens_outgrow_the_drivers_heap_is_counted_and_encoded(tmp_path):
+    """The vocab stage keeps the tokenized corpus on Spark's local disk. Kept in the JVM's heap, the
+    benchmark corpus (17M tokens, here in lines of 1,000 words) ran a 512m local driver out of
+    heap, and a 1 GB corpus a 2g one (the default)."""
+    words = gzip.decompress(shared_file("enwiki_text8style_1e8.gz").read_bytes()).decode("ascii").split()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(" ".join(words[start : start + 1000]) + "\n" for start in range(0, len(words), 1000)))
+    counts = Counter(words)
+    del words
+    root = tmp_path / "root"
+    done = subprocess.run([sys.executable, str(JOBS / "vocab.py"), "--root", str(root), "--input", str(corpus),
+                           "--set", f"spark.master={TEST_MASTER}", "--set", "spark.driver_memory=512m"],
+                          capture_output=True, text=True, env=job_environment())
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((root / "reports" / "vocab.json").read_text())["counts"]
+    assert report["corpus_tokens"] == sum(counts.values())
+    assert report["vocab_size"] == sum(count >= 5 for count in counts.values())
+    assert report["retained_tokens"] == sum(count for count in counts.values() if count >= 5)
 
 
 def test_a_second_make_run_keeps_its_demo_corpus_so_its_done_stages_are_skipped(spark, storage, tmp_path,
