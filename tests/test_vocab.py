@@ -6,6 +6,8 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from conftest import JOBS, TEST_MASTER, job_environment, make_config, shared_file
 
@@ -104,6 +106,8 @@ def test_a_corpus_whose_tokens_outgrow_the_drivers_heap_is_counted_and_encoded(t
     assert report["corpus_tokens"] == sum(counts.values())
     assert report["vocab_size"] == sum(count >= 5 for count in counts.values())
     assert report["retained_tokens"] == sum(count for count in counts.values() if count >= 5)
+    encoded = pq.read_table(root / "corpus", columns=["ids"]).column("ids")
+    assert pc.sum(pc.list_value_length(encoded)).as_py() == report["retained_tokens"]
 
 
 def test_a_second_make_run_keeps_its_demo_corpus_so_its_done_stages_are_skipped(spark, storage, tmp_path,
