@@ -77,6 +77,15 @@ def job_environment() -> dict[str, str]:
     return submit_environment(f"{SUBPROCESS_JVM_OPTIONS} {class_archive_options()}")
 
 
+def run_job(job: str, root: Path, *arguments: str, environment: dict[str, str] | None = None,
+            master: str = "local[1]") -> subprocess.CompletedProcess:
+    """`job` as a subprocess on `master` (one core unless given), its environment `job_environment()`
+    updated by `environment`."""
+    return subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--root", str(root), *arguments,
+                           "--set", f"spark.master={master}"], capture_output=True, text=True, timeout=300,
+                          env={**job_environment(), **(environment or {})})
+
+
 def submit_environment(jvm_options: str) -> dict[str, str]:
     """This process's environment with `jvm_options` added to ``SPARK_SUBMIT_OPTS``."""
     return {**os.environ, "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} {jvm_options}".strip()}

@@ -30,6 +30,7 @@ from conftest import (
     cut_short,
     job_environment,
     make_config,
+    run_job,
 )
 from py4j.protocol import Py4JJavaError
 
@@ -52,13 +53,6 @@ TAKEOVER_RACES = 50  # two runs taking over one stale lock at once, this many ti
 DEAD_PID = 2 ** 22 + 1  # above Linux's largest pid (pid_max is at most 2^22): no process has it
 DISK_FULL_LINE = ("a disk filled up (No space left on device); free space under the run root and spark.local.dir, "
                   "or choose another --root")
-
-
-def run_job(job, root, *arguments, environment=None):
-    """`job` as a subprocess on one core, its environment `job_environment()` updated by `environment`."""
-    return subprocess.run([sys.executable, str(JOBS / f"{job}.py"), "--root", str(root), *arguments,
-                           "--set", "spark.master=local[1]"], capture_output=True, text=True, timeout=300,
-                          env={**job_environment(), **(environment or {})})
 
 
 def assert_one_line_error(result, job, first_words):

@@ -1,7 +1,6 @@
 import gzip
 import json
 import math
-import subprocess
 import sys
 from collections import Counter
 
@@ -9,7 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import JOBS, TEST_MASTER, job_environment, make_config, shared_file
+from conftest import TEST_MASTER, make_config, run_job, shared_file
 
 from sgns_spark import synthetic
 from sgns_spark.errors import UserError
@@ -98,9 +97,7 @@ def test_a_corpus_whose_tokens_outgrow_the_drivers_heap_is_counted_and_encoded(t
     counts = Counter(words)
     del words
     root = tmp_path / "root"
-    done = subprocess.run([sys.executable, str(JOBS / "vocab.py"), "--root", str(root), "--input", str(corpus),
-                           "--set", f"spark.master={TEST_MASTER}", "--set", "spark.driver_memory=512m"],
-                          capture_output=True, text=True, env=job_environment())
+    done = run_job("vocab", root, "--input", str(corpus), "--set", "spark.driver_memory=512m", master=TEST_MASTER)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((root / "reports" / "vocab.json").read_text())["counts"]
     assert report["corpus_tokens"] == sum(counts.values())
