@@ -81,7 +81,8 @@ class SparkSettings:
     master: str = setting("", 'Spark master; "" = what spark-submit set, else local[*] (e.g. "local[2]", "yarn"); '
                           'a local master without a failure count retries failed tasks as a cluster does')
     app_name: str = setting("sgns-spark", "prefix of every job's Spark application name")
-    driver_memory: str = setting("2g", "JVM heap when a job starts Spark itself (plain python)",
+    driver_memory: str = setting("", 'JVM heap when a job starts Spark itself (plain python); "" = a quarter of '
+                                 "this machine's memory (or its container's limit), at least 2g and below 32g",
                                  memory=True, low="512m", high="64g")
     shuffle_partitions: int = setting(8, "spark.sql.shuffle.partitions outside training", low=1, high=100_000)
     arrow_batch_rows: int = setting(100_000, "rows per Arrow batch handed to Python", unit="rows",
@@ -336,7 +337,7 @@ def validate(config: Config) -> None:
             raise UserError(f"{name} = {value!r} is not allowed; choose one of {declaration.allowed()}")
         if declaration.memory:
             size = memory_mib(value)
-            if size is None or not memory_mib(declaration.low) <= size <= memory_mib(declaration.high):
+            if value and (size is None or not memory_mib(declaration.low) <= size <= memory_mib(declaration.high)):
                 raise UserError(f"{name} = {value!r} must be a JVM memory size from {declaration.allowed()}, "
                                 "e.g. 2g or 512m")
         elif declaration.low is not None and not declaration.low <= value <= declaration.high:

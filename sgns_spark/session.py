@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from sgns_spark.config import Config
 from sgns_spark.errors import UserError, java_causes
+from sgns_spark.memory import local_driver_memory
 
 LOCAL_MASTER = "local[*]"
 LOCAL_WITHOUT_FAILURES = re.compile(r"local(?:\[(\d+|\*)\])?")  # "local", "local[4]", "local[*]"
@@ -78,7 +79,7 @@ def build_session(config: Config, stage: str) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for name, value in WORKER_ENVIRONMENT.items():  # local mode's workers inherit the driver's
             os.environ.setdefault(name, value)
-        builder = builder.config("spark.driver.memory", settings.driver_memory)
+        builder = builder.config("spark.driver.memory", settings.driver_memory or local_driver_memory())
         if settings.log_level != DEBUG_LEVEL:
             builder = builder.config("spark.driver.extraJavaOptions",
                                      f"-Dlog4j2.configurationFile={QUIET_LOGGING.as_uri()}")

@@ -67,6 +67,7 @@ def test_every_declared_range_is_enforced_with_the_field_named(name, declaration
 
 
 def test_memory_sizes_are_checked_against_their_range():
+    assert load_config(None, []).spark.driver_memory == ""  # sized to the machine (`local_driver_memory`)
     assert load_config(None, ["spark.driver_memory=512m"]).spark.driver_memory == "512m"
     assert load_config(None, ["spark.driver_memory=64G"]).spark.driver_memory == "64G"
     for value in ("lots", "100m", "65g", "'2'"):
