@@ -36,6 +36,13 @@ WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_
 # bytes per Arrow batch handed to Python at most, whatever ``spark.arrow_batch_rows`` allows: the
 # corpus's lines are records of up to 1 MiB (`sgns_spark.tokenize.MAX_LINE_BYTES`)
 ARROW_BATCH_BYTES = 8 << 20
+# the chunk of a block that Spark's storage memory keeps serialized (a round's pairs, a job's
+# sources): its default, 1 MiB, plus the array's header is just over G1's 1 MiB region (heaps below
+# 4g) and takes two; over a 2 MiB region's half (heaps below 8g) it takes a whole one. So the cached
+# pairs filled twice their bytes of heap, and a 2g local driver training a 1 GB corpus ran out of
+# heap, 1,217 of its 2,048 regions humongous after a full collection (measured). A chunk a little
+# under 1 MiB fits one region.
+STORAGE_CHUNK_BYTES = (1 << 20) - (1 << 10)
 JVM_STOP_SIGNAL = "TERM"  # the stop signal the driver's own JVM ignores (PySpark makes it ignore INT)
 YARN_MASTER = "yarn"
 # where a YARN client finds the cluster's configuration; spark-submit refuses master "yarn" without one
@@ -88,6 +95,7 @@ def build_session(config: Config, stage: str) -> SparkSession:
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.arrow_batch_rows))
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(ARROW_BATCH_BYTES))
         .config("spark.sql.adaptive.enabled", "false")
+        .config("spark.storage.unrollMemoryThreshold", str(STORAGE_CHUNK_BYTES))
         .config("spark.ui.showConsoleProgress", "false")
     )
     if not launched_by_spark_submit:

@@ -1,4 +1,5 @@
-"""Peak RSS as the run reports give it, measured in fresh interpreters, and a local driver's heap."""
+"""Peak RSS as the run reports give it, measured in fresh interpreters, a local driver's heap, and
+the chunks of Spark's cached blocks in it."""
 
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from sgns_spark import memory
 from sgns_spark.config import memory_mib
+from sgns_spark.session import STORAGE_CHUNK_BYTES
 
 BLOCK_MIB = 300
 ALLOCATE = f"""
@@ -61,3 +63,13 @@ def test_a_session_started_with_the_default_gets_the_automatic_heap(spark):
     expected = memory_mib(memory.local_driver_memory())
     largest = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**20
     assert abs(largest - expected) <= HEAP_ROUNDING_MIB
+
+
+def test_spark_keeps_cached_blocks_in_chunks_that_fit_one_g1_region(spark):
+    """Spark's storage memory keeps a serialized block in byte arrays of
+    ``spark.storage.unrollMemoryThreshold`` bytes (its ``MemoryStore.putIteratorAsBytes``); with
+    its 16-byte header each fits G1's smallest region (1 MiB), so none takes two regions of a heap
+    under 4g."""
+    smallest_region, array_header = 1 << 20, 16
+    chunk = int(spark.sparkContext.getConf().get("spark.storage.unrollMemoryThreshold"))
+    assert chunk == STORAGE_CHUNK_BYTES and smallest_region / 2 < chunk + array_header <= smallest_region

@@ -7,8 +7,9 @@ import pytest
 
 from sgns_spark.errors import UserError
 from sgns_spark.layout import SIDE_NAMES
-from sgns_spark.train.model_store import committed_rows, initial_rows, read_side, write_rows
+from sgns_spark.train.model_store import ROUND_GROUP_CHUNKS, committed_rows, initial_rows, read_side, write_rows
 from sgns_spark.train.schedule import INPUT_SIDE, OUTPUT_SIDE, owner_task, word_groups
+from sgns_spark.train.task import MAX_CHUNK_BYTES, Rows, keyed_chunks
 
 DIM = 8
 
@@ -71,6 +72,37 @@ def test_a_written_round_reads_back_as_parquet_rows_and_as_keyed_rows(spark, sto
             for column in range(metadata.num_columns):
                 chunk = metadata.row_group(group).column(column)
                 assert chunk.dictionary_page_offset is None and "PLAIN" in chunk.encodings
+
+
+def test_rows_travel_in_chunks_of_at_most_a_mebibyte_of_vectors_each_of_one_group_and_owner():
+    ids = np.arange(20_000, dtype=np.int32)
+    vectors = np.arange(ids.size * 100, dtype=np.float32).reshape(ids.size, 100)  # 400 bytes a row
+    chunks = list(keyed_chunks(ids, OUTPUT_SIDE, vectors, groups=3, phase=1))
+    assert all(chunk.vectors.nbytes <= MAX_CHUNK_BYTES for _, chunk in chunks)
+    per_chunk = MAX_CHUNK_BYTES // vectors[0].nbytes  # 2,621 rows
+    assert len(chunks) == sum(-(-size // per_chunk) for size in np.bincount(word_groups(ids, 3)))
+    for task, chunk in chunks:
+        assert (word_groups(chunk.ids, 3) == chunk.group).all() and owner_task(chunk.group, OUTPUT_SIDE, 1, 3) == task
+        np.testing.assert_array_equal(chunk.vectors, vectors[chunk.ids])
+    assert sorted(np.concatenate([chunk.ids for _, chunk in chunks]).tolist()) == ids.tolist()
+    wide = np.ones((3, MAX_CHUNK_BYTES), np.float32)  # a row over the bound travels alone
+    assert [chunk.ids.tolist() for _, chunk in keyed_chunks(ids[:3], INPUT_SIDE, wide, 1, 0)] == [[0], [1], [2]]
+
+
+def test_a_round_is_written_in_row_groups_of_a_few_chunks(spark, storage, tmp_path):
+    """A reader takes a row group's chunks in one batch: a round's row groups stay small, whatever
+    a task holds."""
+    chunks = 2 * ROUND_GROUP_CHUNKS + 3
+    records = spark.sparkContext.parallelize(
+        [(0, Rows(INPUT_SIDE, 0, np.array([word], np.int32), np.full((1, DIM), word, np.float32)))
+         for word in range(chunks)], 1)
+    write_rows(spark, records, storage.path("model/round=000001"))
+    (file,) = (tmp_path / "root" / "model" / "round=000001").glob("*.parquet")
+    metadata = pq.ParquetFile(file).metadata
+    assert [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)] == \
+        [ROUND_GROUP_CHUNKS, ROUND_GROUP_CHUNKS, 3]
+    back = read_side(storage, 1, INPUT_SIDE).toArrow().sort_by("id")
+    assert back.column("id").to_pylist() == list(range(chunks))
 
 
 def test_a_round_of_the_earlier_format_is_refused_with_the_setting_that_starts_over(spark, storage, tmp_path):

@@ -51,9 +51,18 @@ ROUND_VECTOR_TYPE = np.dtype("<f4")  # a round's ``vectors`` bytes
 FORMAT_2_MARKER = f"{SIDE_COLUMN}={SIDE_NAMES[0]}"  # run-root format 2 kept a round's rows per word in this directory
 CHUNK_SCHEMA = pa.schema([("task", pa.int32()), ("side", pa.int32()), ("group", pa.int32()),
                           ("ids", pa.binary()), ("vectors", pa.binary())])
-# float vectors never repeat, so a dictionary only costs the writer time before it falls back to
-# plain encoding: a round's write took 1.05-1.13 s without one, 1.34-1.63 s with (68k words, dim 100)
-NO_DICTIONARY = {"parquet.enable.dictionary": "false"}
+ROUND_GROUP_CHUNKS = 16  # chunks per Parquet row group of a round at most (16 MiB of vectors)
+ROUND_WRITE_OPTIONS = {
+    # float vectors never repeat, so a dictionary only costs the writer time before it falls back to
+    # plain encoding: a round's write took 1.05-1.13 s without one, 1.34-1.63 s with (68k words, dim 100)
+    "parquet.enable.dictionary": "false",
+    # a page per chunk, and row groups of a few chunks: Parquet checks a page's size only every 100
+    # rows, so a task's chunks of a 220k-word round filled one page that the writer buffered and
+    # compressed in growing byte arrays, and the reader took a row group's chunks in one batch; at
+    # a 2g local driver both ran the heap out (measured)
+    "parquet.page.row.count.limit": "1",
+    "parquet.block.row.count.limit": str(ROUND_GROUP_CHUNKS),
+}
 
 
 def task_partition(task: int) -> int:
@@ -201,7 +210,7 @@ def write_rows(spark: SparkSession, records: RDD, path: str) -> None:
                                        np.ascontiguousarray(item[1].ids, ROUND_ID_TYPE).tobytes(),
                                        np.ascontiguousarray(item[1].vectors, ROUND_VECTOR_TYPE).tobytes()))
     spark.createDataFrame(chunks, spark_schema(ROUND_SCHEMA), verifySchema=False).write.options(
-        **NO_DICTIONARY).parquet(path)
+        **ROUND_WRITE_OPTIONS).parquet(path)
 
 
 def commit_round(storage: Storage, staged: str, pointer: dict, keep: int) -> None:

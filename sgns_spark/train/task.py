@@ -51,7 +51,10 @@ from sgns_spark.train.schedule import (
 )
 
 MAX_PART_PAIRS = 1 << 20  # pairs per Pairs record at most, so no record nears 2 GB
-MAX_CHUNK_ROWS = 1 << 16  # rows per Rows record at most (26 MB at dim 100)
+# vector bytes per Rows record at most (2,621 rows at dim 100): every record crosses the JVM as one
+# byte array, and records of 26 MB (65,536 rows) ran a 2g local driver out of heap as Parquet wrote
+# and read a round of a 220k-word model, in pages of up to a whole task's rows (measured)
+MAX_CHUNK_BYTES = 1 << 20
 LOSS_SAMPLE_INTERVAL = 8  # the loss is computed on every 8th minibatch, an estimate for all
 TILED_MINIBATCHES = 64  # minibatches whose tiles are built at once (`PairTiles.of_minibatches`); measured
 SOURCE_SHIFT = 24  # source = scan partition << 24 | source number within it
@@ -357,11 +360,12 @@ def next_owners(rows: LocalRows, side: int, plan: PhasePlan) -> Iterator[tuple[i
 def keyed_chunks(ids: np.ndarray, side: int, vectors: np.ndarray, groups: int, phase: int
                  ) -> Iterator[tuple[int, Rows]]:
     """``(task, Rows)`` of some rows of one side, in chunks of one group each (of a round of
-    `groups`), keyed by the task that owns them in `phase`."""
+    `groups`) and of at most `MAX_CHUNK_BYTES` of vectors, keyed by the task that owns them in `phase`."""
+    chunk_rows = max(1, MAX_CHUNK_BYTES // max(1, vectors.itemsize * vectors.shape[1]))
     group = word_groups(ids, groups)  # (rows,)
     for value in np.unique(group):
         chosen = np.flatnonzero(group == value)
         owner = int(owner_task(int(value), side, phase, groups))
-        for start in range(0, chosen.size, MAX_CHUNK_ROWS):
-            piece = chosen[start : start + MAX_CHUNK_ROWS]
+        for start in range(0, chosen.size, chunk_rows):
+            piece = chosen[start : start + chunk_rows]
             yield owner, Rows(side, int(value), ids[piece].astype(np.int32), vectors[piece])
