@@ -361,7 +361,7 @@ def keyed_chunks(ids: np.ndarray, side: int, vectors: np.ndarray, groups: int, p
                  ) -> Iterator[tuple[int, Rows]]:
     """``(task, Rows)`` of some rows of one side, in chunks of one group each (of a round of
     `groups`) and of at most `MAX_CHUNK_BYTES` of vectors, keyed by the task that owns them in `phase`."""
-    chunk_rows = max(1, MAX_CHUNK_BYTES // max(1, vectors.itemsize * vectors.shape[1]))
+    chunk_rows = max(1, MAX_CHUNK_BYTES // (vectors.itemsize * vectors.shape[1]))  # dim >= 1
     group = word_groups(ids, groups)  # (rows,)
     for value in np.unique(group):
         chosen = np.flatnonzero(group == value)
